@@ -146,7 +146,8 @@ impl DecodeState {
 
     fn check_header(&mut self, bytes: [u8; FRAME_HEADER_LEN]) -> Result<FrameHeader, CodecError> {
         let header = FrameHeader::parse(bytes)?;
-        self.limits.check_payload_len(u64::from(header.payload_len))?;
+        self.limits
+            .check_payload_len(u64::from(header.payload_len))?;
         if self.order == FrameOrder::PreflightThenData {
             match (self.preflight_seen, header.frame_type) {
                 (false, FrameType::Preflight) => self.preflight_seen = true,

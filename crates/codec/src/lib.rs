@@ -20,7 +20,7 @@
 //! # Encoding
 //!
 //! [`Frame::encode`] returns an [`EncodedFrame`]: a small head (header, and for
-//! a preflight the URL) and the untouched payload [`Bytes`], ready for one
+//! a preflight the URL) and the untouched payload [`Bytes`](bytes::Bytes), ready for one
 //! vectored write. [`Frame::encode_into`] writes the whole frame into one
 //! [`BytesMut`](bytes::BytesMut) for callers that want a single buffer.
 //!
