@@ -255,11 +255,44 @@ impl FrameDecoder {
     }
 }
 
-/// Received chunks not yet decoded.
+/// Chunks shorter than this are copied into a shared tail buffer instead of
+/// being held, so that a peer trickling tiny chunks cannot make the decoder
+/// pin one (possibly much larger) receive buffer per byte it sent.
+pub(crate) const COALESCE_BELOW: usize = 4 * 1024;
+
+/// Received bytes not yet decoded: held chunks, then a tail of small ones.
+///
+/// # Invariants
+///
+/// `len == queue.iter().map(Bytes::len).sum() + tail.len()`; every chunk in
+/// `queue` is non-empty; the tail's bytes come after the queue's.
 #[derive(Debug, Default)]
 struct Chunks {
     queue: VecDeque<Bytes>,
+    tail: BytesMut,
     len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        if chunk.len() < COALESCE_BELOW {
+            self.tail.extend_from_slice(&chunk);
+        } else {
+            if !self.tail.is_empty() {
+                self.queue.push_back(self.tail.split().freeze());
+            }
+            self.queue.push_back(chunk);
+        }
+    }
+
+    /// The segments in stream order.
+    fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.queue
+            .iter()
+            .map(|b| &b[..])
+            .chain(std::iter::once(&self.tail[..]))
+    }
 }
 
 impl Source for Chunks {
@@ -270,9 +303,9 @@ impl Source for Chunks {
     fn header(&self) -> [u8; FRAME_HEADER_LEN] {
         let mut h = [0; FRAME_HEADER_LEN];
         let mut filled = 0;
-        for chunk in &self.queue {
-            let n = chunk.len().min(FRAME_HEADER_LEN - filled);
-            h[filled..filled + n].copy_from_slice(&chunk[..n]);
+        for seg in self.segments() {
+            let n = seg.len().min(FRAME_HEADER_LEN - filled);
+            h[filled..filled + n].copy_from_slice(&seg[..n]);
             filled += n;
             if filled == FRAME_HEADER_LEN {
                 break;
@@ -287,7 +320,8 @@ impl Source for Chunks {
         self.len -= n;
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
-                break;
+                self.tail.advance(n);
+                return;
             };
             if front.len() > n {
                 front.advance(n);
@@ -300,23 +334,28 @@ impl Source for Chunks {
 
     fn take(&mut self, n: usize) -> Bytes {
         debug_assert!(n <= self.len);
-        if let Some(front) = self.queue.front_mut()
-            && front.len() >= n
-        {
-            // The whole payload is in one chunk: hand out a slice of it.
-            self.len -= n;
-            let out = front.split_to(n);
-            if front.is_empty() {
-                self.queue.pop_front();
+        if let Some(front) = self.queue.front_mut() {
+            if front.len() >= n {
+                // The whole payload is in one held chunk: hand out a slice.
+                self.len -= n;
+                let out = front.split_to(n);
+                if front.is_empty() {
+                    self.queue.pop_front();
+                }
+                return out;
             }
-            return out;
+        } else {
+            // Everything left is in the tail, which holds at least `n`.
+            self.len -= n;
+            return self.tail.split_to(n).freeze();
         }
-        // The payload spans chunks: all `n` bytes have arrived, so this
+        // The payload spans segments: all `n` bytes have arrived, so this
         // allocation is bounded by bytes received.
         let mut out = BytesMut::with_capacity(n);
         let mut missing = n;
         while missing > 0 {
             let Some(front) = self.queue.front_mut() else {
+                out.extend_from_slice(&self.tail.split_to(missing));
                 break;
             };
             let k = front.len().min(missing);
@@ -351,8 +390,10 @@ impl Source for Chunks {
 /// - Memory held is the received bytes not yet handed out, nothing more: a
 ///   header is checked against the limits before any of its payload counts,
 ///   and a payload is assembled only once all of it has arrived.
-/// - A payload that lies inside one fed chunk is returned as a slice of that
-///   chunk (no copy); one that spans chunks is copied once.
+/// - A payload that lies inside one fed chunk of at least 4 KiB is returned
+///   as a slice of that chunk (no copy). Smaller chunks are copied into a
+///   tail buffer as they are fed, so tiny chunks never pin larger receive
+///   buffers; a payload that spans chunks is copied once.
 /// - Errors are sticky; after one, fed bytes are dropped.
 /// - Any split of the same bytes into chunks yields the same frames.
 #[derive(Debug)]
@@ -385,8 +426,7 @@ impl StreamDecoder {
         if chunk.is_empty() || matches!(self.state.state, State::Failed(_)) {
             return;
         }
-        self.chunks.len += chunk.len();
-        self.chunks.queue.push_back(chunk);
+        self.chunks.push(chunk);
     }
 
     /// Adds received bytes by copying them.

@@ -70,6 +70,21 @@ proptest! {
     }
 
     #[test]
+    fn mixed_large_and_small_chunks_yield_the_same_frames(
+        sizes in proptest::collection::vec(0usize..12_000, 1..6),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+    ) {
+        // Payloads and chunks on both sides of the 4 KiB coalescing threshold.
+        let frames: Vec<Frame> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Frame::data(Bytes::from(vec![i as u8; *n])))
+            .collect();
+        let wire = encode_stream(&frames);
+        prop_assert_eq!(decode_split(&wire, &cuts, Limits::default()), Ok(frames));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_and_chunking_agrees(
         wire in proptest::collection::vec(any::<u8>(), 0..200),
         cuts in proptest::collection::vec(any::<usize>(), 0..20),
