@@ -371,8 +371,13 @@ impl Source for Chunks {
         out.freeze()
     }
 
-    fn need(&mut self, _missing: usize) {
-        // Chunks are the caller's buffers; nothing to reserve.
+    fn need(&mut self, missing: usize) {
+        // Small chunks land in the tail: make room for the rest of the frame
+        // once, instead of regrowing the tail chunk by chunk, but never more
+        // than one step ahead of what has arrived.
+        if self.tail.capacity() == self.tail.len() {
+            self.tail.reserve(missing.min(RESERVE_STEP));
+        }
     }
 }
 
@@ -387,9 +392,10 @@ impl Source for Chunks {
 ///
 /// # Invariants
 ///
-/// - Memory held is the received bytes not yet handed out, nothing more: a
-///   header is checked against the limits before any of its payload counts,
-///   and a payload is assembled only once all of it has arrived.
+/// - Memory held is the received bytes not yet handed out plus at most
+///   [`RESERVE_STEP`] of room reserved ahead: a header is checked against the
+///   limits before any of its payload counts, and a payload is assembled only
+///   once all of it has arrived.
 /// - A payload that lies inside one fed chunk of at least 4 KiB is returned
 ///   as a slice of that chunk (no copy). Smaller chunks are copied into a
 ///   tail buffer as they are fed, so tiny chunks never pin larger receive
@@ -429,9 +435,18 @@ impl StreamDecoder {
         self.chunks.push(chunk);
     }
 
-    /// Adds received bytes by copying them.
+    /// Adds received bytes by copying them (for readers that fill a slice).
     pub fn feed_slice(&mut self, bytes: &[u8]) {
-        self.feed(Bytes::copy_from_slice(bytes));
+        if bytes.is_empty() || matches!(self.state.state, State::Failed(_)) {
+            return;
+        }
+        if bytes.len() < COALESCE_BELOW {
+            // Straight into the tail: one copy, no allocation per call.
+            self.chunks.len += bytes.len();
+            self.chunks.tail.extend_from_slice(bytes);
+        } else {
+            self.chunks.push(Bytes::copy_from_slice(bytes));
+        }
     }
 
     /// The next complete frame, if any.

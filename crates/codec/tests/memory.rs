@@ -93,9 +93,9 @@ fn stream_decoder_allocates_only_received_bytes() {
         assert_eq!(d.next_frame(), Ok(None));
     }
     let stats = region.change();
-    // Only the chunk queue grows: a few pointers per chunk.
+    // The received bytes, plus at most one reserve step for the tail.
     assert!(
-        stats.bytes_allocated <= 1024,
+        stats.bytes_allocated <= 10 + RESERVE_STEP + 1024,
         "allocated {} bytes",
         stats.bytes_allocated
     );

@@ -23,7 +23,8 @@ fn encode_stream(frames: &[Frame]) -> Vec<u8> {
     buf.to_vec()
 }
 
-/// Feeds `wire` split at `cuts` (positions, any order) and collects frames.
+/// Feeds `wire` split at `cuts` (positions, any order), alternating `feed`
+/// and `feed_slice`, and collects frames.
 fn decode_split(
     wire: &[u8],
     cuts: &[usize],
@@ -37,8 +38,13 @@ fn decode_split(
     cuts.dedup();
     let mut d = StreamDecoder::new(limits);
     let mut out = Vec::new();
-    for w in cuts.windows(2) {
-        d.feed(wire.slice(w[0]..w[1]));
+    for (i, w) in cuts.windows(2).enumerate() {
+        // Alternate the two ways of feeding, so their interplay is covered.
+        if i % 2 == 0 {
+            d.feed(wire.slice(w[0]..w[1]));
+        } else {
+            d.feed_slice(&wire[w[0]..w[1]]);
+        }
         while let Some(f) = d.next_frame()? {
             out.push(f);
         }
