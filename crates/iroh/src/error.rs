@@ -1,0 +1,157 @@
+//! The crate's one error type.
+
+use crate::iroh_types::{
+    BindError, ConnectError, ConnectionError, InvalidSocketAddr, KeyParsingError, RelaySpawnError,
+    RelaySupervisorError, RelayUrlParseError,
+};
+use kitsune2_api::K2Error;
+
+/// Result with [`IrohTransportError`].
+pub type Result<T, E = IrohTransportError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the iroh adapter.
+///
+/// iroh's own errors are kept as the [`source`](std::error::Error::source);
+/// at the kitsune2 boundary this converts into [`K2Error`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IrohTransportError {
+    /// A relay URL that does not parse as a URL.
+    #[error("invalid relay URL {url:?}")]
+    InvalidRelayUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: RelayUrlParseError,
+    },
+    /// A relay URL whose scheme is neither `http` nor `https`.
+    #[error("relay URL {url:?} has scheme {scheme:?}; only http and https are supported")]
+    UnsupportedRelayScheme {
+        /// The URL as given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// A relay URL without a host.
+    #[error("relay URL {url:?} has no host")]
+    RelayUrlWithoutHost {
+        /// The URL as given.
+        url: String,
+    },
+    /// A relay URL with neither a port nor a scheme with a known default port.
+    #[error("relay URL {url:?} has no port and its scheme has no default port")]
+    RelayUrlWithoutPort {
+        /// The URL as given.
+        url: String,
+    },
+    /// A plain `http` relay URL while `relayAllowPlainText` is false.
+    #[error("relay URL {url:?} uses plain http but relayAllowPlainText is false")]
+    PlainTextRelayDisallowed {
+        /// The URL as given.
+        url: String,
+    },
+    /// `relayKeepaliveIntervalS` is zero, which would spin the keepalive loop.
+    #[error("relayKeepaliveIntervalS must be greater than zero")]
+    ZeroKeepaliveInterval,
+    /// `maxFrameBytes` is too small for a preflight frame carrying this
+    /// node's URL.
+    #[error("maxFrameBytes is {max_frame_bytes} but a preflight frame needs at least {min}")]
+    MaxFrameBytesTooSmall {
+        /// The configured limit.
+        max_frame_bytes: usize,
+        /// The smallest limit that carries a preflight with an empty body.
+        min: usize,
+    },
+    /// A peer URL whose last path segment is missing or empty.
+    #[error("peer URL {url:?} has no endpoint id as its last path segment")]
+    PeerUrlWithoutEndpointId {
+        /// The URL as given.
+        url: String,
+    },
+    /// A peer URL whose last path segment is not an endpoint id.
+    #[error("peer URL {url:?} does not end in a valid endpoint id")]
+    InvalidEndpointId {
+        /// The URL as given.
+        url: String,
+        /// Why the segment is not an endpoint id.
+        #[source]
+        source: KeyParsingError,
+    },
+    /// A peer URL that kitsune2 does not accept as a URL.
+    #[error("peer URL {url:?} is not a valid kitsune2 URL")]
+    InvalidPeerUrl {
+        /// The URL as built or given.
+        url: String,
+        /// kitsune2's reason.
+        #[source]
+        source: K2Error,
+    },
+    /// The module config could not be read from or written to kitsune2's
+    /// config.
+    #[error("iroh transport module config")]
+    Config {
+        /// kitsune2's reason.
+        #[source]
+        source: K2Error,
+    },
+    /// Binding the iroh endpoint failed.
+    #[error("failed to bind the iroh endpoint")]
+    Bind {
+        /// iroh's reason.
+        #[source]
+        source: BindError,
+    },
+    /// The bind address cannot be used.
+    #[error("invalid bind address")]
+    BindAddr {
+        /// iroh's reason.
+        #[source]
+        source: InvalidSocketAddr,
+    },
+    /// A QUIC timeout value that iroh cannot represent.
+    #[error("timeout of {secs} s is out of range for QUIC")]
+    TimeoutOutOfRange {
+        /// The timeout in seconds.
+        secs: u64,
+    },
+    /// Connecting to a peer failed.
+    #[error("failed to connect to peer {remote}")]
+    Connect {
+        /// The peer's endpoint id.
+        remote: String,
+        /// iroh's reason.
+        #[source]
+        source: ConnectError,
+    },
+    /// An established connection failed or was closed.
+    #[error("connection failed")]
+    Connection {
+        /// iroh's reason.
+        #[source]
+        source: ConnectionError,
+    },
+    /// The embedded relay server could not start.
+    #[error("failed to start the embedded relay server")]
+    RelaySpawn {
+        /// iroh-relay's reason.
+        #[source]
+        source: RelaySpawnError,
+    },
+    /// The embedded relay server did not shut down cleanly.
+    #[error("embedded relay server shut down with an error")]
+    RelayShutdown {
+        /// iroh-relay's reason.
+        #[source]
+        source: RelaySupervisorError,
+    },
+    /// The embedded relay server started without an HTTP listener.
+    #[error("embedded relay server has no HTTP address")]
+    RelayWithoutHttpAddr,
+}
+
+impl From<IrohTransportError> for K2Error {
+    fn from(err: IrohTransportError) -> Self {
+        Self::other_src("kitsune2-iroh", err)
+    }
+}

@@ -1,0 +1,25 @@
+//! Drop-in, wire-compatible Kitsune2 transport backed by iroh.
+//!
+//! This crate is the thin adapter between iroh and the transport core:
+//!
+//! - [`config`]: [`IrohTransportConfig`] and [`IrohTransportModConfig`], with
+//!   the same JSON shape and defaults as `kitsune2_transport_iroh`, plus typed
+//!   validation ([`IrohTransportConfig::validate`]).
+//! - [`url`]: peer URL = relay URL (path kept) + endpoint id as last segment,
+//!   formatted and parsed exactly like `kitsune2_transport_iroh`.
+//! - [`relay`]: an embedded iroh-relay server on loopback with plain HTTP, for
+//!   tests, demos and benchmarks that must not need the internet.
+//!
+//! Every iroh type the crate uses enters through one private module, so the
+//! seam to iroh is visible at a glance; the ones that appear in the public API
+//! are re-exported here.
+
+pub mod config;
+mod error;
+mod iroh_types;
+pub mod relay;
+pub mod url;
+
+pub use config::{IrohTransportConfig, IrohTransportModConfig};
+pub use error::{IrohTransportError, Result};
+pub use iroh_types::{Endpoint, EndpointId, RelayUrl, SecretKey};

@@ -1,0 +1,118 @@
+//! Peer URLs: the relay URL, path kept, with the endpoint id appended as the
+//! last path segment.
+//!
+//! The format is the one `kitsune2_transport_iroh` uses, byte for byte:
+//! `{scheme}://{host}:{port}{relay path without trailing '/'}/{endpoint id}`,
+//! where the port is always written out (the scheme's default if the relay
+//! URL has none), an IPv6 host is bracketed and the endpoint id is 64
+//! lowercase hex digits. For example relay `http://127.0.0.1:4433/relay/`
+//! and an endpoint id of all `0xaa` bytes give
+//! `http://127.0.0.1:4433/relay/aaaa…aaaa`.
+//!
+//! Parsing takes everything before the last `/` (plus a trailing `/`) as the
+//! relay URL and the last segment as the endpoint id.
+
+use crate::error::{IrohTransportError, Result};
+use crate::iroh_types::{EndpointId, RelayUrl};
+use kitsune2_api::Url;
+use std::str::FromStr;
+
+/// Length in characters of an endpoint id in a peer URL (hex).
+pub const ENDPOINT_ID_HEX_LEN: usize = 64;
+
+/// Parses and checks a relay URL: it must parse, use `http` or `https` and
+/// have a host.
+///
+/// # Errors
+///
+/// [`IrohTransportError::InvalidRelayUrl`],
+/// [`IrohTransportError::UnsupportedRelayScheme`] or
+/// [`IrohTransportError::RelayUrlWithoutHost`].
+pub fn parse_relay_url(url: &str) -> Result<RelayUrl> {
+    let relay = RelayUrl::from_str(url).map_err(|source| IrohTransportError::InvalidRelayUrl {
+        url: url.to_owned(),
+        source,
+    })?;
+    match relay.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(IrohTransportError::UnsupportedRelayScheme {
+                url: url.to_owned(),
+                scheme: other.to_owned(),
+            });
+        }
+    }
+    if relay.host().is_none() {
+        return Err(IrohTransportError::RelayUrlWithoutHost {
+            url: url.to_owned(),
+        });
+    }
+    Ok(relay)
+}
+
+/// The relay part of a peer URL: `{scheme}://{host}:{port}{path}` with the
+/// path's trailing `/` removed.
+fn relay_prefix(relay: &RelayUrl) -> Result<String> {
+    let host = match relay.host() {
+        Some(::url::Host::Ipv6(addr)) => format!("[{addr}]"),
+        Some(other) => other.to_string(),
+        None => {
+            return Err(IrohTransportError::RelayUrlWithoutHost {
+                url: relay.to_string(),
+            });
+        }
+    };
+    let port =
+        relay
+            .port_or_known_default()
+            .ok_or_else(|| IrohTransportError::RelayUrlWithoutPort {
+                url: relay.to_string(),
+            })?;
+    let path = relay.path().trim_end_matches('/');
+    Ok(format!("{}://{host}:{port}{path}", relay.scheme()))
+}
+
+/// Length in bytes of the peer URL of any endpoint on `relay`.
+///
+/// # Errors
+///
+/// As [`peer_url`].
+pub fn peer_url_len(relay: &RelayUrl) -> Result<usize> {
+    Ok(relay_prefix(relay)?.len() + 1 + ENDPOINT_ID_HEX_LEN)
+}
+
+/// The peer URL of `endpoint_id` on `relay`.
+///
+/// # Errors
+///
+/// [`IrohTransportError::RelayUrlWithoutHost`],
+/// [`IrohTransportError::RelayUrlWithoutPort`], or
+/// [`IrohTransportError::InvalidPeerUrl`] if kitsune2 rejects the result.
+pub fn peer_url(relay: &RelayUrl, endpoint_id: EndpointId) -> Result<Url> {
+    let url = format!("{}/{endpoint_id}", relay_prefix(relay)?);
+    Url::from_str(&url).map_err(|source| IrohTransportError::InvalidPeerUrl { url, source })
+}
+
+/// Splits a peer URL into its relay URL and endpoint id.
+///
+/// # Errors
+///
+/// [`IrohTransportError::PeerUrlWithoutEndpointId`] if there is no non-empty
+/// last path segment, [`IrohTransportError::InvalidEndpointId`] if it is not
+/// an endpoint id, or a relay URL error for what comes before it.
+pub fn parse_peer_url(url: &Url) -> Result<(RelayUrl, EndpointId)> {
+    let s = url.as_str();
+    let id = url
+        .peer_id()
+        .ok_or_else(|| IrohTransportError::PeerUrlWithoutEndpointId { url: s.to_owned() })?;
+    // `peer_id` is the text after the last '/', so what precedes it is the
+    // relay URL with its trailing '/'.
+    let relay = &s[..s.len() - id.len()];
+    let endpoint_id =
+        EndpointId::from_str(id).map_err(|source| IrohTransportError::InvalidEndpointId {
+            url: s.to_owned(),
+            source,
+        })?;
+    let relay = parse_relay_url(relay)?;
+    Ok((relay, endpoint_id))
+}

@@ -1,0 +1,189 @@
+//! Config: JSON compatibility with `kitsune2_transport_iroh` and validation.
+
+use kitsune2_iroh::{IrohTransportConfig, IrohTransportError, IrohTransportModConfig};
+use kitsune2_transport_iroh as incumbent;
+
+fn incumbent_full() -> incumbent::IrohTransportModConfig {
+    incumbent::IrohTransportModConfig {
+        iroh_transport: incumbent::IrohTransportConfig {
+            relay_url: Some("http://127.0.0.1:4433/relay/".into()),
+            relay_allow_plain_text: true,
+            max_frame_bytes: 12_345,
+            connect_timeout_s: 7,
+            auth_material_relay_base64: Some("c2VjcmV0".into()),
+            relay_keepalive_interval_s: 33,
+        },
+    }
+}
+
+fn ours_full() -> IrohTransportModConfig {
+    IrohTransportModConfig {
+        iroh_transport: IrohTransportConfig {
+            relay_url: Some("http://127.0.0.1:4433/relay/".into()),
+            relay_allow_plain_text: true,
+            max_frame_bytes: 12_345,
+            connect_timeout_s: 7,
+            auth_material_relay_base64: Some("c2VjcmV0".into()),
+            relay_keepalive_interval_s: 33,
+        },
+    }
+}
+
+#[test]
+fn defaults_serialize_identically() {
+    let theirs = serde_json::to_value(incumbent::IrohTransportModConfig::default()).unwrap();
+    let ours = serde_json::to_value(IrohTransportModConfig::default()).unwrap();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn keys_are_the_documented_ones() {
+    let v = serde_json::to_value(ours_full()).unwrap();
+    let inner = v["irohTransport"].as_object().unwrap();
+    let mut keys: Vec<&str> = inner.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "authMaterialRelayBase64",
+            "connectTimeoutS",
+            "maxFrameBytes",
+            "relayAllowPlainText",
+            "relayKeepaliveIntervalS",
+            "relayUrl",
+        ]
+    );
+    assert_eq!(inner["relayUrl"], "http://127.0.0.1:4433/relay/");
+    assert_eq!(inner["relayKeepaliveIntervalS"], 33);
+}
+
+#[test]
+fn incumbent_json_reads_as_ours() {
+    let json = serde_json::to_string(&incumbent_full()).unwrap();
+    let ours: IrohTransportModConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(ours, ours_full());
+}
+
+#[test]
+fn our_json_reads_as_incumbent() {
+    let json = serde_json::to_string(&ours_full()).unwrap();
+    let theirs: incumbent::IrohTransportModConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        serde_json::to_value(theirs).unwrap(),
+        serde_json::to_value(incumbent_full()).unwrap()
+    );
+}
+
+#[test]
+fn optional_fields_default_like_incumbent() {
+    // The fields with serde defaults in the incumbent may be left out.
+    let json = r#"{"irohTransport":{"relayUrl":null,"relayAllowPlainText":false,
+        "maxFrameBytes":1000,"connectTimeoutS":5}}"#;
+    let theirs: incumbent::IrohTransportModConfig = serde_json::from_str(json).unwrap();
+    let ours: IrohTransportModConfig = serde_json::from_str(json).unwrap();
+    assert_eq!(ours.iroh_transport.relay_keepalive_interval_s, 120);
+    assert_eq!(ours.iroh_transport.auth_material_relay_base64, None);
+    assert_eq!(
+        serde_json::to_value(ours).unwrap(),
+        serde_json::to_value(theirs).unwrap()
+    );
+}
+
+#[test]
+fn defaults_are_valid() {
+    IrohTransportConfig::default().validate().unwrap();
+}
+
+fn with_relay(url: &str, plain: bool) -> IrohTransportConfig {
+    IrohTransportConfig {
+        relay_url: Some(url.into()),
+        relay_allow_plain_text: plain,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn https_relay_is_valid_and_http_needs_plain_text() {
+    with_relay("https://relay.example:443/relay/", false)
+        .validate()
+        .unwrap();
+    with_relay("http://127.0.0.1:1/", true).validate().unwrap();
+    let err = with_relay("http://127.0.0.1:1/", false)
+        .validate()
+        .unwrap_err();
+    assert!(
+        matches!(err, IrohTransportError::PlainTextRelayDisallowed { ref url } if url == "http://127.0.0.1:1/"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bad_relay_urls_are_rejected() {
+    let err = with_relay("not a url", true).validate().unwrap_err();
+    assert!(
+        matches!(err, IrohTransportError::InvalidRelayUrl { .. }),
+        "{err:?}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+
+    let err = with_relay("ftp://relay.example/", true)
+        .validate()
+        .unwrap_err();
+    assert!(
+        matches!(err, IrohTransportError::UnsupportedRelayScheme { ref scheme, .. } if scheme == "ftp"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn zero_keepalive_is_rejected() {
+    let config = IrohTransportConfig {
+        relay_keepalive_interval_s: 0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        config.validate(),
+        Err(IrohTransportError::ZeroKeepaliveInterval)
+    ));
+}
+
+#[test]
+fn max_frame_bytes_must_carry_a_preflight() {
+    // Peer URL on this relay: "http://127.0.0.1:4433/relay/" + 64 hex = 92
+    // bytes; a preflight frame adds a 5-byte header and a 4-byte URL length.
+    let min = 5 + 4 + "http://127.0.0.1:4433/relay/".len() + 64;
+    let mut config = with_relay("http://127.0.0.1:4433/relay/", true);
+    config.max_frame_bytes = min;
+    config.validate().unwrap();
+    config.max_frame_bytes = min - 1;
+    match config.validate() {
+        Err(IrohTransportError::MaxFrameBytesTooSmall {
+            max_frame_bytes,
+            min: reported,
+        }) => {
+            assert_eq!(max_frame_bytes, min - 1);
+            assert_eq!(reported, min);
+        }
+        other => panic!("expected MaxFrameBytesTooSmall, got {other:?}"),
+    }
+    let no_relay = IrohTransportConfig {
+        max_frame_bytes: 16,
+        ..Default::default()
+    };
+    assert!(matches!(
+        no_relay.validate(),
+        Err(IrohTransportError::MaxFrameBytesTooSmall { .. })
+    ));
+}
+
+#[test]
+fn errors_convert_to_k2error_with_message() {
+    let err = IrohTransportConfig {
+        relay_keepalive_interval_s: 0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    let k2: kitsune2_api::K2Error = err.into();
+    assert!(k2.to_string().contains("relayKeepaliveIntervalS"), "{k2}");
+}
