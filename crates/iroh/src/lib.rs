@@ -7,6 +7,9 @@
 //!   validation ([`IrohTransportConfig::validate`]).
 //! - [`url`]: peer URL = relay URL (path kept) + endpoint id as last segment,
 //!   formatted and parsed exactly like `kitsune2_transport_iroh`.
+//! - [`endpoint`]: the iroh endpoint as the wire protocol needs it (ALPN
+//!   `kitsune2/0`, keep-alive 5 s, idle timeout 60 s, the configured relay as
+//!   home relay, ring TLS).
 //! - [`relay`]: an embedded iroh-relay server on loopback with plain HTTP, for
 //!   tests, demos and benchmarks that must not need the internet.
 //!
@@ -15,6 +18,7 @@
 //! are re-exported here.
 
 pub mod config;
+pub mod endpoint;
 mod error;
 mod iroh_types;
 pub mod relay;
