@@ -1,0 +1,36 @@
+//! Core settings.
+
+use std::time::Duration;
+
+use kitsune2_iroh_codec::DEFAULT_MAX_FRAME_BYTES;
+
+/// How long the acceptor waits for the dialer's preflight, and the dialer
+/// for the acceptor's answer.
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of a [`CoreTransport`](crate::CoreTransport).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Largest frame, header included, sent or accepted.
+    pub max_frame_bytes: usize,
+    /// Bound on establishing a connection (`connectTimeoutS`).
+    pub connect_timeout: Duration,
+    /// Bound on the preflight exchange ([`PREFLIGHT_TIMEOUT`]).
+    pub preflight_timeout: Duration,
+    /// Bound on the best-effort delivery of a disconnect message.
+    pub disconnect_send_timeout: Duration,
+    /// Backend name reported by `dump_network_stats`.
+    pub backend: String,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            connect_timeout: Duration::from_secs(60),
+            preflight_timeout: PREFLIGHT_TIMEOUT,
+            disconnect_send_timeout: Duration::from_secs(1),
+            backend: "iroh".to_owned(),
+        }
+    }
+}

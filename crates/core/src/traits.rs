@@ -1,0 +1,151 @@
+//! The traits through which the core touches the network.
+//!
+//! The iroh adapter implements them over iroh's QUIC types; the `mem` feature
+//! implements them in-process. They are object-safe and small on purpose.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kitsune2_api::{BoxFut, Config, K2Result, SpaceId, Url};
+use tokio::sync::watch;
+
+use crate::close::CloseCode;
+use crate::error::CoreError;
+use crate::peer_url::PeerAddr;
+
+/// A 32-byte endpoint id (an ed25519 public key in iroh).
+pub type EndpointId = [u8; 32];
+
+/// A shared connection.
+pub type DynConnection = Arc<dyn Connection>;
+
+/// An owned send stream.
+pub type DynSendStream = Box<dyn SendStream>;
+
+/// An owned receive stream.
+pub type DynRecvStream = Box<dyn RecvStream>;
+
+/// A local endpoint: it dials and accepts authenticated connections.
+///
+/// # Invariants
+///
+/// Every [`Connection`] it yields MUST report, in
+/// [`remote_id`](Connection::remote_id), the id the transport
+/// authenticated, never one taken from the peer's word.
+pub trait Endpoint: Send + Sync + Debug + 'static {
+    /// This endpoint's id.
+    fn local_id(&self) -> EndpointId;
+
+    /// This endpoint's peer URL as it changes (`None` until known). The core
+    /// publishes each new value through `TxImpHnd::new_listening_address`.
+    fn watch_url(&self) -> watch::Receiver<Option<Url>>;
+
+    /// The next incoming connection, handshake done. `None` once the
+    /// endpoint is closed. An `Err` is one failed incoming connection; the
+    /// core logs it and keeps accepting.
+    ///
+    /// Cancel safety: cancelling MAY drop one incoming connection.
+    fn accept(&self) -> BoxFut<'_, Option<Result<DynConnection, CoreError>>>;
+
+    /// Connects to `peer`. The core bounds the call with its connect
+    /// timeout, so implementations need not.
+    ///
+    /// Cancel safety: cancelling abandons the attempt.
+    fn connect<'a>(&'a self, peer: &'a PeerAddr) -> BoxFut<'a, Result<DynConnection, CoreError>>;
+
+    /// True when the home relay is known to be down: the core then fails
+    /// connects fast and does not mark peers unresponsive.
+    fn is_home_relay_known_down(&self) -> bool {
+        false
+    }
+
+    /// Applies per-space settings (for iroh: a per-space relay). The default
+    /// does nothing.
+    fn configure_for_space(&self, space_id: SpaceId, config: &Config) -> BoxFut<'_, K2Result<()>> {
+        drop((space_id, config));
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Removes what [`configure_for_space`](Self::configure_for_space) set.
+    fn unconfigure_for_space(&self, space_id: SpaceId) -> BoxFut<'_, K2Result<()>> {
+        drop(space_id);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Closes the endpoint: `accept` returns `None` afterwards.
+    fn close(&self) -> BoxFut<'_, ()>;
+}
+
+/// One authenticated connection to a peer.
+pub trait Connection: Send + Sync + Debug + 'static {
+    /// The peer's authenticated endpoint id.
+    fn remote_id(&self) -> EndpointId;
+
+    /// Opens a unidirectional stream towards the peer.
+    ///
+    /// An error means the connection is gone.
+    fn open_uni(&self) -> BoxFut<'_, Result<DynSendStream, CoreError>>;
+
+    /// Waits for the peer's next unidirectional stream.
+    ///
+    /// An error means the connection is gone. Cancel safety: cancelling
+    /// loses no stream.
+    fn accept_uni(&self) -> BoxFut<'_, Result<DynRecvStream, CoreError>>;
+
+    /// Closes the connection with an application close. Idempotent; the
+    /// first call's code and reason are the ones sent.
+    fn close(&self, code: CloseCode, reason: &[u8]);
+
+    /// The application close the peer sent, once the connection is closed
+    /// by the peer (`None` while open or when it ended otherwise).
+    fn remote_close(&self) -> Option<(CloseCode, Bytes)>;
+
+    /// True while traffic goes over a direct path rather than a relay.
+    fn is_direct(&self) -> bool;
+}
+
+/// The sending half of a unidirectional stream.
+pub trait SendStream: Send + Sync + Debug + 'static {
+    /// Writes all of `chunks`, in order, as one vectored write, without
+    /// copying them. Resolves when the bytes are handed to the transport
+    /// (flow control may make it wait: that is the backpressure).
+    ///
+    /// An error means the stream is unusable. Cancel safety: none; a
+    /// cancelled write leaves the stream in an unknown state.
+    fn write_chunks<'a>(&'a mut self, chunks: &'a mut [Bytes])
+    -> BoxFut<'a, Result<(), CoreError>>;
+}
+
+/// The receiving half of a unidirectional stream.
+pub trait RecvStream: Send + Sync + Debug + 'static {
+    /// The next chunk of bytes, of any size; `Ok(None)` once the peer
+    /// finished the stream. Chunk boundaries carry no meaning.
+    ///
+    /// An error means the stream (or connection) failed. Cancel safety:
+    /// cancelling loses no bytes.
+    fn read_chunk(&mut self) -> BoxFut<'_, Result<Option<Bytes>, CoreError>>;
+}
+
+/// Wall-clock time, for the timestamps kitsune2 wants (connection open
+/// time, unresponsive marks). Injected so tests control it.
+pub trait WallClock: Send + Sync + Debug + 'static {
+    /// Microseconds since the UNIX epoch.
+    fn now_micros(&self) -> i64;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_micros(&self) -> i64 {
+        // The one place the core reads the OS clock; everything else takes
+        // a WallClock.
+        #[allow(clippy::disallowed_methods)] // reason: this is the injected clock's source
+        let now = std::time::SystemTime::now();
+        now.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}

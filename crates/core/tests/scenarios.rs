@@ -1,0 +1,512 @@
+//! Every rule of the core, shown on the in-memory network.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use kitsune2_api::{TxImp, Url};
+use kitsune2_iroh_core::mem::{MemNetwork, mem_url};
+use kitsune2_iroh_core::{CloseCode, ConnState, CoreConfig, RecvStream};
+
+#[tokio::test(start_paused = true)]
+async fn handshake_then_messages_both_ways_over_one_connection() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.send(&b, b"hello").await.unwrap();
+    let (from, data) = b.recv().await;
+    assert_eq!(from, a.url);
+    assert_eq!(&data[..], b"hello");
+    let mut a = a;
+    b.send(&a, b"back").await.unwrap();
+    assert_eq!(&a.recv().await.1[..], b"back");
+    // Each side validated the other's preflight exactly once.
+    assert_eq!(a.events().preflights.len(), 1);
+    assert_eq!(b.events().preflights.len(), 1);
+    assert_eq!(b.events().preflights[0].0, a.url);
+    // One connection, active on both sides.
+    assert_eq!(a.imp.connection_states(), vec![(b.id, ConnState::Active)]);
+    assert_eq!(b.imp.connection_states(), vec![(a.id, ConnState::Active)]);
+    assert_eq!(
+        a.tx.get_connected_peers().await.unwrap(),
+        vec![b.url.clone()]
+    );
+    assert_eq!(
+        b.tx.get_connected_peers().await.unwrap(),
+        vec![a.url.clone()]
+    );
+    assert!(a.events().listening.contains(&a.url));
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_before_preflight_closes_the_connection() {
+    let net = MemNetwork::new();
+    let mut b = Node::new(&net, 2);
+    let raw = net.endpoint([9; 32]);
+    let conn = raw.connect_raw(&b.id).await.unwrap();
+    let mut s = conn.open_raw().unwrap();
+    s.write_raw(module_frame(b"sneaky")).await.unwrap();
+    settle().await;
+    assert!(b.imp.connection_states().is_empty(), "connection dropped");
+    assert!(b.inbox.try_recv().is_err(), "nothing delivered");
+    assert!(b.events().preflights.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn acceptor_waits_ten_seconds_for_the_preflight() {
+    let net = MemNetwork::new();
+    let b = Node::new(&net, 2);
+    let raw = net.endpoint([9; 32]);
+    let _conn = raw.connect_raw(&b.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(9_900)).await;
+    assert_eq!(b.imp.connection_states().len(), 1, "still waiting at 9.9 s");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.imp.connection_states().is_empty(), "closed after 10 s");
+    assert!(b.events().disconnects.is_empty() && b.events().unresponsive.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_stalling_mid_preflight_is_dropped_after_ten_seconds() {
+    let net = MemNetwork::new();
+    let b = Node::new(&net, 2);
+    let raw = net.endpoint([9; 32]);
+    let conn = raw.connect_raw(&b.id).await.unwrap();
+    let mut s = conn.open_raw().unwrap();
+    let pf = preflight_frame(mem_url(&[9; 32]).as_str());
+    s.write_raw(pf.slice(..pf.len() / 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(9_900)).await;
+    assert_eq!(b.imp.connection_states().len(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.imp.connection_states().is_empty());
+    assert!(b.events().preflights.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn spoofed_preflight_url_is_rejected() {
+    let net = MemNetwork::new();
+    let mut b = Node::new(&net, 2);
+    let raw = net.endpoint([9; 32]);
+    let conn = raw.connect_raw(&b.id).await.unwrap();
+    let mut s = conn.open_raw().unwrap();
+    // Endpoint 9 claims to be endpoint 7.
+    s.write_raw(preflight_frame(mem_url(&[7; 32]).as_str()))
+        .await
+        .unwrap();
+    s.write_raw(module_frame(b"as someone else")).await.unwrap();
+    settle().await;
+    assert!(
+        b.events().preflights.is_empty(),
+        "recv_data not called for the spoofed preflight"
+    );
+    assert!(b.inbox.try_recv().is_err());
+    assert!(b.imp.connection_states().is_empty());
+    assert!(conn.accept_raw().await.is_err(), "connection closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_timeout_marks_unresponsive() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let b = Node::new(&net, 2);
+    net.delay_connects(b.id, Some(Duration::from_secs(3600)));
+    let started = tokio::time::Instant::now();
+    let err = a.send(&b, b"x").await.unwrap_err();
+    assert!(err.to_string().contains("timed out after 5 s"), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(a.events().unresponsive, vec![b.url.clone()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_connect_and_bad_urls_mark_unresponsive() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let b = Node::new(&net, 2);
+    net.refuse_connects(b.id, true);
+    assert!(a.send(&b, b"x").await.is_err());
+    assert_eq!(a.events().unresponsive, vec![b.url.clone()]);
+
+    let bad = Url::from_str("http://mem:1/not-an-endpoint-id").unwrap();
+    let err = a
+        .imp
+        .send(bad.clone(), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid peer url"), "{err}");
+    assert_eq!(a.events().unresponsive.last(), Some(&bad));
+
+    let err = a
+        .imp
+        .send(a.url.clone(), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("own endpoint"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn home_relay_down_fails_fast_without_unresponsive() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let b = Node::new(&net, 2);
+    a.ep.set_home_relay_down(true);
+    let err = a.send(&b, b"x").await.unwrap_err();
+    assert!(err.to_string().contains("home relay"), "{err}");
+    assert!(a.events().unresponsive.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_local_agents_at_the_acceptor_is_not_unresponsive() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let b = Node::new(&net, 2);
+    b.rec
+        .no_local_agents
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(a.send(&b, b"x").await.is_err());
+    settle().await;
+    assert!(a.events().unresponsive.is_empty());
+    assert!(b.events().unresponsive.is_empty());
+    assert!(a.events().disconnects.is_empty() && b.events().disconnects.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_preflight_fails_the_send_without_events() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let b = Node::new(&net, 2);
+    b.rec
+        .reject_preflights
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(a.send(&b, b"x").await.is_err());
+    settle().await;
+    assert!(a.imp.connection_states().is_empty() && b.imp.connection_states().is_empty());
+    assert!(a.events().disconnects.is_empty() && b.events().disconnects.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn disconnect_delivers_the_reason_to_both_sides() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.send(&b, b"hi").await.unwrap();
+    b.recv().await;
+    a.tx.disconnect(b.url.clone(), Some("bye now".to_owned()))
+        .await;
+    settle().await;
+    assert_eq!(
+        a.events().disconnects,
+        vec![(b.url.clone(), Some("bye now".to_owned()))]
+    );
+    assert_eq!(
+        b.events().disconnects,
+        vec![(a.url.clone(), Some("bye now".to_owned()))]
+    );
+    assert!(a.events().unresponsive.is_empty() && b.events().unresponsive.is_empty());
+    assert!(b.tx.get_connected_peers().await.unwrap().is_empty());
+    // A later send dials again.
+    a.send(&b, b"again").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_disconnects_peers_gracefully_and_refuses_later_calls() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.send(&b, b"hi").await.unwrap();
+    b.recv().await;
+    a.imp.close().await;
+    a.imp.close().await; // idempotent
+    settle().await;
+    assert_eq!(
+        b.events().disconnects,
+        vec![(a.url.clone(), Some("Transport closed".to_owned()))]
+    );
+    assert!(b.events().unresponsive.is_empty());
+    assert!(
+        a.imp
+            .send(b.url.clone(), Bytes::from_static(b"x"))
+            .await
+            .is_err()
+    );
+    assert!(a.imp.get_connected_peers().await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_connection_reports_once_and_marks_unresponsive() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.send(&b, b"hi").await.unwrap();
+    b.recv().await;
+    assert_eq!(net.kill(a.id, b.id, None), 1);
+    settle().await;
+    assert_eq!(a.events().disconnects.len(), 1);
+    assert_eq!(b.events().disconnects.len(), 1);
+    assert_eq!(a.events().unresponsive, vec![b.url.clone()]);
+    assert_eq!(b.events().unresponsive, vec![a.url.clone()]);
+    // Reconnect after loss.
+    a.send(&b, b"again").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_remote_close_is_not_unresponsive() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.send(&b, b"hi").await.unwrap();
+    b.recv().await;
+    net.kill(
+        a.id,
+        b.id,
+        Some((CloseCode::Graceful, Bytes::from_static(b"maintenance"))),
+    );
+    settle().await;
+    assert_eq!(
+        a.events().disconnects,
+        vec![(b.url.clone(), Some("maintenance".to_owned()))]
+    );
+    assert!(a.events().unresponsive.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_messages_and_bytes() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    for m in [&b"one"[..], b"two", b"three"] {
+        a.tx.send_module(
+            b.url.clone(),
+            space(),
+            MODULE.to_owned(),
+            Bytes::copy_from_slice(m),
+        )
+        .await
+        .unwrap();
+        b.recv().await;
+    }
+    let sa = a.imp.dump_network_stats().await.unwrap();
+    let sb = b.imp.dump_network_stats().await.unwrap();
+    assert_eq!(sa.backend, "mem");
+    assert_eq!(sa.peer_urls, vec![a.url.clone()]);
+    assert_eq!(sa.connections.len(), 1);
+    let (ca, cb) = (&sa.connections[0], &sb.connections[0]);
+    assert_eq!(ca.pub_key, kitsune2_iroh_core::id_to_hex(&b.id));
+    assert_eq!((ca.send_message_count, cb.recv_message_count), (3, 3));
+    assert_eq!(ca.send_bytes, cb.recv_bytes);
+    assert!(ca.send_bytes > 11, "counts encoded message bytes");
+    assert_eq!((ca.recv_message_count, cb.send_message_count), (0, 0));
+    assert_eq!(ca.opened_at_s, 1_700_000_000);
+    assert!(ca.is_direct);
+}
+
+#[tokio::test(start_paused = true)]
+async fn frame_too_large_is_refused_before_sending() {
+    let net = MemNetwork::new();
+    let cfg = CoreConfig {
+        max_frame_bytes: 1024,
+        ..config()
+    };
+    let a = Node::with_config(&net, [1; 32], cfg);
+    let mut b = Node::new(&net, 2);
+    let err = a
+        .imp
+        .send(b.url.clone(), Bytes::from(vec![0; 1020]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("exceeds the limit of 1024"),
+        "{err}"
+    );
+    assert!(
+        a.imp.connection_states().is_empty(),
+        "no connection opened for it"
+    );
+    a.send(&b, b"small").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"small");
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversized_or_malformed_frames_from_a_peer_close_only_that_stream() {
+    let net = MemNetwork::new();
+    let cfg = CoreConfig {
+        max_frame_bytes: 4096,
+        ..config()
+    };
+    let mut b = Node::with_config(&net, [2; 32], cfg);
+    let raw_id = [9; 32];
+    let raw = net.endpoint(raw_id);
+    let conn = raw.connect_raw(&b.id).await.unwrap();
+    let mut s = conn.open_raw().unwrap();
+    s.write_raw(preflight_frame(mem_url(&raw_id).as_str()))
+        .await
+        .unwrap();
+    // b answers with its preflight on its own stream.
+    let mut from_b = conn.accept_raw().await.unwrap();
+    assert!(from_b.read_chunk().await.unwrap().is_some());
+    s.write_raw(module_frame(b"first")).await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"first");
+    // A header claiming 1 GiB: rejected from the header, stream closed.
+    s.write_raw(Bytes::from_static(&[1, 0x40, 0, 0, 0]))
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(
+        b.imp.connection_states(),
+        vec![(raw_id, ConnState::Active)],
+        "connection kept"
+    );
+    // A fresh stream carries on.
+    let mut s2 = conn.open_raw().unwrap();
+    s2.write_raw(module_frame(b"second")).await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"second");
+    // Unknown frame type, then a second preflight: each ends its stream.
+    let mut s3 = conn.open_raw().unwrap();
+    s3.write_raw(Bytes::from_static(&[7, 0, 0, 0, 0]))
+        .await
+        .unwrap();
+    let mut s4 = conn.open_raw().unwrap();
+    s4.write_raw(preflight_frame(mem_url(&raw_id).as_str()))
+        .await
+        .unwrap();
+    let mut s5 = conn.open_raw().unwrap();
+    s5.write_raw(module_frame(b"third")).await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"third");
+    assert!(b.inbox.try_recv().is_err());
+    assert!(b.events().disconnects.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_stalling_mid_frame_does_not_block_others() {
+    let net = MemNetwork::new();
+    let mut b = Node::new(&net, 2);
+    let c = Node::new(&net, 3);
+    let raw_id = [9; 32];
+    let raw = net.endpoint(raw_id);
+    let conn = raw.connect_raw(&b.id).await.unwrap();
+    let mut s = conn.open_raw().unwrap();
+    s.write_raw(preflight_frame(mem_url(&raw_id).as_str()))
+        .await
+        .unwrap();
+    let frame = module_frame(b"never finished");
+    s.write_raw(frame.slice(..frame.len() - 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    c.send(&b, b"from c").await.unwrap();
+    let (from, data) = b.recv().await;
+    assert_eq!((from, &data[..]), (c.url.clone(), &b"from c"[..]));
+    // The stalled stream ends truncated: nothing partial is delivered.
+    s.finish();
+    settle().await;
+    assert!(b.inbox.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_write_reports_the_loss() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.send(&b, b"hi").await.unwrap();
+    b.recv().await;
+    net.fail_writes(a.id, true);
+    assert!(a.send(&b, b"lost").await.is_err());
+    settle().await;
+    assert_eq!(a.events().disconnects.len(), 1);
+    assert_eq!(a.events().unresponsive, vec![b.url.clone()]);
+    net.fail_writes(a.id, false);
+    a.send(&b, b"after").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"after");
+}
+
+#[tokio::test(start_paused = true)]
+async fn simultaneous_open_keeps_the_larger_dialers_connection() {
+    let net = MemNetwork::new();
+    let mut a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    let (ra, rb) = tokio::join!(a.send(&b, b"a->b"), b.send(&a, b"b->a"));
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"a->b");
+    assert_eq!(&a.recv().await.1[..], b"b->a");
+    settle().await;
+    assert_eq!(a.imp.connection_states(), vec![(b.id, ConnState::Active)]);
+    assert_eq!(b.imp.connection_states(), vec![(a.id, ConnState::Active)]);
+    for n in [&a, &b] {
+        assert!(
+            n.events().disconnects.is_empty(),
+            "no disconnect for the superseded one"
+        );
+        assert!(n.events().unresponsive.is_empty());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn thousand_sends_to_fifty_peers_in_order() {
+    let net = MemNetwork::new();
+    let a = Arc::new(Node::new(&net, 0));
+    let mut peers: Vec<Node> = (1..=50u8).map(|i| Node::new(&net, i)).collect();
+    let urls: Vec<Url> = peers.iter().map(|p| p.url.clone()).collect();
+    let mut tasks = Vec::new();
+    for url in urls {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20u32 {
+                a.tx.send_module(
+                    url.clone(),
+                    space(),
+                    MODULE.to_owned(),
+                    Bytes::from(i.to_be_bytes().to_vec()),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for p in &mut peers {
+        for i in 0..20u32 {
+            let (from, data) = p.recv().await;
+            assert_eq!(from, a.url);
+            assert_eq!(&data[..], &i.to_be_bytes(), "order to {}", p.url);
+        }
+        assert!(p.inbox.try_recv().is_err());
+    }
+    assert_eq!(a.tx.get_connected_peers().await.unwrap().len(), 50);
+    assert_eq!(
+        a.imp.tracked_peer_count(),
+        50,
+        "one slot per connected peer, no lock entries left"
+    );
+    for p in &peers {
+        p.imp.close().await;
+    }
+    settle().await;
+    assert_eq!(
+        a.imp.tracked_peer_count(),
+        0,
+        "nothing kept for peers that are gone"
+    );
+}
+
+#[test]
+fn dropping_without_close_needs_no_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = MemNetwork::new();
+    let (a, b) = rt.block_on(async {
+        let a = Node::new(&net, 1);
+        let mut b = Node::new(&net, 2);
+        a.send(&b, b"hi").await.unwrap();
+        b.recv().await;
+        (a, b)
+    });
+    drop(rt);
+    drop(a);
+    drop(b);
+}
