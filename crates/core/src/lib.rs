@@ -31,4 +31,4 @@ pub use traits::{
     Connection, DynConnection, DynRecvStream, DynSendStream, Endpoint, EndpointId, RecvStream,
     SendStream, SystemClock, WallClock,
 };
-pub use transport::CoreTransport;
+pub use transport::{ConnInfo, CoreTransport};

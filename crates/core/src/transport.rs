@@ -745,15 +745,38 @@ impl TxImp for CoreTransport {
 }
 
 impl CoreTransport {
-    /// Every live connection's state, for tests and diagnostics.
-    pub fn connection_states(&self) -> Vec<(EndpointId, ConnState)> {
+    /// Every live connection, for tests and diagnostics.
+    pub fn connections(&self) -> Vec<ConnInfo> {
         self.shared
             .registry
             .lock()
             .expect("poisoned")
             .all()
             .iter()
-            .map(|c| (c.remote_id, c.state()))
+            .map(|c| ConnInfo {
+                remote_id: c.remote_id,
+                state: c.state(),
+                dialed_by_us: c.dialed_by_us,
+            })
             .collect()
     }
+
+    /// `(remote id, state)` of every live connection.
+    pub fn connection_states(&self) -> Vec<(EndpointId, ConnState)> {
+        self.connections()
+            .into_iter()
+            .map(|c| (c.remote_id, c.state))
+            .collect()
+    }
+}
+
+/// A live connection as [`CoreTransport::connections`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The peer's endpoint id.
+    pub remote_id: EndpointId,
+    /// Where the connection is in its lifecycle.
+    pub state: ConnState,
+    /// True when this side dialed it.
+    pub dialed_by_us: bool,
 }

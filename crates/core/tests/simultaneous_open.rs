@@ -1,0 +1,146 @@
+//! Simultaneous open over many interleavings: both sides keep the same
+//! connection (the one dialed by the larger id), no message is lost or
+//! reordered, and no disconnect or unresponsive event fires.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use kitsune2_iroh_core::ConnState;
+use kitsune2_iroh_core::mem::MemNetwork;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Case {
+    a_id: u8,
+    b_id: u8,
+    a_connect_delay_ms: u64,
+    b_connect_delay_ms: u64,
+    b_start_ms: u64,
+    a_msgs: u32,
+    b_msgs: u32,
+}
+
+fn arb_case() -> impl Strategy<Value = Case> {
+    (
+        1u8..=254,
+        0u64..40,
+        0u64..40,
+        0u64..20,
+        1u32..6,
+        1u32..6,
+        any::<bool>(),
+    )
+        .prop_map(|(x, da, db, start, na, nb, flip)| Case {
+            a_id: if flip { x } else { x + 1 },
+            b_id: if flip { x + 1 } else { x },
+            a_connect_delay_ms: da,
+            b_connect_delay_ms: db,
+            b_start_ms: start,
+            a_msgs: na,
+            b_msgs: nb,
+        })
+}
+
+/// Runs one interleaving; returns whether `a` kept the connection it dialed.
+async fn run(case: Case) -> bool {
+    let net = MemNetwork::new();
+    let mut a = Node::with_config(&net, [case.a_id; 32], config());
+    let mut b = Node::with_config(&net, [case.b_id; 32], config());
+    // Connects towards b take a's delay; towards a, b's.
+    net.delay_connects(b.id, Some(Duration::from_millis(case.a_connect_delay_ms)));
+    net.delay_connects(a.id, Some(Duration::from_millis(case.b_connect_delay_ms)));
+    let send_all = |from: &Node, to_url: kitsune2_api::Url, n: u32| {
+        let tx = from.tx.clone();
+        async move {
+            for i in 0..n {
+                tx.send_module(
+                    to_url.clone(),
+                    space(),
+                    MODULE.to_owned(),
+                    Bytes::from(i.to_be_bytes().to_vec()),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("send {i} failed: {e}"));
+            }
+        }
+    };
+    let a_sends = send_all(&a, b.url.clone(), case.a_msgs);
+    let b_sends = send_all(&b, a.url.clone(), case.b_msgs);
+    let b_start = case.b_start_ms;
+    tokio::join!(a_sends, async move {
+        tokio::time::sleep(Duration::from_millis(b_start)).await;
+        b_sends.await;
+    });
+    for i in 0..case.a_msgs {
+        assert_eq!(&b.recv().await.1[..], &i.to_be_bytes(), "a->b message {i}");
+    }
+    for i in 0..case.b_msgs {
+        assert_eq!(&a.recv().await.1[..], &i.to_be_bytes(), "b->a message {i}");
+    }
+    settle().await;
+    assert!(
+        a.inbox.try_recv().is_err() && b.inbox.try_recv().is_err(),
+        "no duplicates"
+    );
+    let ca = a.imp.connections();
+    let cb = b.imp.connections();
+    assert_eq!(ca.len(), 1, "a keeps one connection: {ca:?}");
+    assert_eq!(cb.len(), 1, "b keeps one connection: {cb:?}");
+    assert_eq!(
+        (ca[0].state, cb[0].state),
+        (ConnState::Active, ConnState::Active)
+    );
+    assert_ne!(
+        ca[0].dialed_by_us, cb[0].dialed_by_us,
+        "both sides kept the same connection"
+    );
+    for n in [&a, &b] {
+        let ev = n.events();
+        assert!(
+            ev.disconnects.is_empty(),
+            "spurious disconnect: {:?}",
+            ev.disconnects
+        );
+        assert!(
+            ev.unresponsive.is_empty(),
+            "spurious unresponsive: {:?}",
+            ev.unresponsive
+        );
+    }
+    ca[0].dialed_by_us
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn both_sides_agree_and_nothing_is_lost(case in arb_case()) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _ = rt.block_on(run(case));
+
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn exactly_simultaneous_first_sends() {
+    for (x, y) in [(1, 2), (2, 1)] {
+        let a_kept_own = run(Case {
+            a_id: x,
+            b_id: y,
+            a_connect_delay_ms: 10,
+            b_connect_delay_ms: 10,
+            b_start_ms: 0,
+            a_msgs: 3,
+            b_msgs: 3,
+        })
+        .await;
+        assert_eq!(a_kept_own, x > y, "the larger id's dial survives");
+    }
+}
