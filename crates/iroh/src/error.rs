@@ -1,8 +1,8 @@
 //! The crate's one error type.
 
 use crate::iroh_types::{
-    BindError, ConnectError, ConnectionError, InvalidSocketAddr, KeyParsingError, RelaySpawnError,
-    RelaySupervisorError, RelayUrlParseError,
+    BindError, ConnectError, ConnectingError, ConnectionError, InvalidSocketAddr, KeyParsingError,
+    ReadError, RelaySpawnError, RelaySupervisorError, RelayUrlParseError, WriteError,
 };
 use kitsune2_api::K2Error;
 
@@ -124,6 +124,31 @@ pub enum IrohTransportError {
         #[source]
         source: ConnectError,
     },
+    /// An incoming connection failed during its handshake.
+    #[error("incoming connection failed")]
+    Accept {
+        /// iroh's reason.
+        #[source]
+        source: ConnectingError,
+    },
+    /// Writing to a stream failed.
+    #[error("stream write failed")]
+    Write {
+        /// iroh's reason.
+        #[source]
+        source: WriteError,
+    },
+    /// Reading from a stream failed.
+    #[error("stream read failed")]
+    Read {
+        /// iroh's reason.
+        #[source]
+        source: ReadError,
+    },
+    /// Relay authentication (`Builder::auth_material_relay` with a relay
+    /// URL) is not supported by this version of the adapter.
+    #[error("relay authentication with auth_material_relay is not supported yet")]
+    RelayAuthUnsupported,
     /// An established connection failed or was closed.
     #[error("connection failed")]
     Connection {

@@ -4,10 +4,14 @@
 pub use iroh::{Endpoint, EndpointId, RelayUrl, SecretKey};
 
 pub(crate) use iroh::endpoint::{
-    BindError, ConnectError, ConnectionError, InvalidSocketAddr, PortmapperConfig,
-    QuicTransportConfig, presets::Minimal,
+    BindError, ConnectError, ConnectingError, Connection as QuicConnection, ConnectionError,
+    InvalidSocketAddr, PortmapperConfig, QuicTransportConfig, ReadError,
+    RecvStream as QuicRecvStream, SendStream as QuicSendStream, VarInt, WriteError,
+    presets::Minimal,
 };
-pub(crate) use iroh::{KeyParsingError, RelayMap, RelayMode, RelayUrlParseError};
+pub(crate) use iroh::{
+    EndpointAddr, KeyParsingError, RelayMap, RelayMode, RelayUrlParseError, TransportAddr, Watcher,
+};
 pub(crate) use iroh_relay::server::{
     RelayConfig as RelayHttpConfig, Server as RelayServer, ServerConfig as RelayServerConfig,
     SpawnError as RelaySpawnError, SupervisorError as RelaySupervisorError,

@@ -1,7 +1,14 @@
 //! Drop-in, wire-compatible Kitsune2 transport backed by iroh.
 //!
-//! This crate is the thin adapter between iroh and the transport core:
+//! This crate is the thin adapter between iroh and the transport core
+//! (`kitsune2-iroh-core`), which holds all protocol logic:
 //!
+//! - [`IrohTransportFactory`]: the `kitsune2_api::TransportFactory` to plug
+//!   into a kitsune2 `Builder`, a drop-in for
+//!   `kitsune2_transport_iroh::IrohTransportFactory`.
+//! - [`IrohEndpoint`], [`IrohConnection`], [`IrohSendStream`],
+//!   [`IrohRecvStream`]: the core's network traits implemented over iroh
+//!   (vectored `write_all_chunks` out, `read_chunk` in, no copies).
 //! - [`config`]: [`IrohTransportConfig`] and [`IrohTransportModConfig`], with
 //!   the same JSON shape and defaults as `kitsune2_transport_iroh`, plus typed
 //!   validation ([`IrohTransportConfig::validate`]).
@@ -17,13 +24,17 @@
 //! seam to iroh is visible at a glance; the ones that appear in the public API
 //! are re-exported here.
 
+mod backend;
 pub mod config;
 pub mod endpoint;
 mod error;
+mod factory;
 mod iroh_types;
 pub mod relay;
 pub mod url;
 
+pub use backend::{IrohConnection, IrohEndpoint, IrohRecvStream, IrohSendStream};
 pub use config::{IrohTransportConfig, IrohTransportModConfig};
 pub use error::{IrohTransportError, Result};
+pub use factory::IrohTransportFactory;
 pub use iroh_types::{Endpoint, EndpointId, RelayUrl, SecretKey};

@@ -1,0 +1,101 @@
+//! [`IrohTransportFactory`]: the `kitsune2_api::TransportFactory` users
+//! plug in, building the core's transport over an iroh endpoint.
+
+use crate::backend::IrohEndpoint;
+use crate::config::IrohTransportModConfig;
+use crate::endpoint::{EndpointOptions, bind_endpoint};
+use crate::error::IrohTransportError;
+use crate::url::parse_relay_url;
+use kitsune2_api::{
+    BoxFut, Builder, Config, DefaultTransport, DynTransport, DynTransportFactory, DynTxHandler,
+    K2Result, TransportFactory, TxImpHnd,
+};
+use kitsune2_iroh_core::{CoreConfig, CoreTransport, SystemClock};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Kitsune2 transport factory backed by iroh; a drop-in for
+/// `kitsune2_transport_iroh::IrohTransportFactory`.
+///
+/// # Usage
+///
+/// Put [`IrohTransportFactory::create`] in `kitsune2_api::Builder::transport`;
+/// the module config is [`IrohTransportModConfig`].
+#[derive(Debug, Default)]
+pub struct IrohTransportFactory {
+    bind_addr: Option<SocketAddr>,
+}
+
+impl IrohTransportFactory {
+    /// A factory whose endpoints bind all interfaces, like the incumbent's.
+    pub fn create() -> DynTransportFactory {
+        Arc::new(Self::default())
+    }
+
+    /// A factory whose endpoints bind only `bind_addr` (for example
+    /// `127.0.0.1:0`, so that tests never leave loopback).
+    pub fn create_bound(bind_addr: SocketAddr) -> DynTransportFactory {
+        Arc::new(Self {
+            bind_addr: Some(bind_addr),
+        })
+    }
+}
+
+fn read_config(config: &Config) -> Result<IrohTransportModConfig, IrohTransportError> {
+    config
+        .get_module_config()
+        .map_err(|source| IrohTransportError::Config { source })
+}
+
+impl TransportFactory for IrohTransportFactory {
+    fn default_config(&self, config: &mut Config) -> K2Result<()> {
+        config.set_module_config(&IrohTransportModConfig::default())
+    }
+
+    fn validate_config(&self, config: &Config) -> K2Result<()> {
+        read_config(config)?.iroh_transport.validate()?;
+        Ok(())
+    }
+
+    fn create(
+        &self,
+        builder: Arc<Builder>,
+        handler: DynTxHandler,
+    ) -> BoxFut<'static, K2Result<DynTransport>> {
+        let bind_addr = self.bind_addr;
+        Box::pin(async move {
+            let config = read_config(&builder.config)?.iroh_transport;
+            config.validate()?;
+            if builder.auth_material_relay.is_some() && config.relay_url.is_some() {
+                return Err(IrohTransportError::RelayAuthUnsupported.into());
+            }
+            let relay_url = match &config.relay_url {
+                // As the incumbent: a relay URL without a trailing '/' gets
+                // one, so its last path segment is kept.
+                Some(url) if url.ends_with('/') => Some(parse_relay_url(url)?),
+                Some(url) => Some(parse_relay_url(&format!("{url}/"))?),
+                None => None,
+            };
+            let endpoint = bind_endpoint(&EndpointOptions {
+                relay_url,
+                bind_addr,
+                secret_key: None,
+            })
+            .await?;
+            let hnd = TxImpHnd::new(handler);
+            let core_config = CoreConfig {
+                max_frame_bytes: config.max_frame_bytes,
+                connect_timeout: Duration::from_secs(u64::from(config.connect_timeout_s)),
+                ..CoreConfig::default()
+            };
+            let imp = CoreTransport::create(
+                Arc::new(IrohEndpoint::new(endpoint)),
+                hnd.clone(),
+                core_config,
+                Arc::new(SystemClock),
+            )?;
+            Ok(DefaultTransport::create(&hnd, imp))
+        })
+    }
+}
