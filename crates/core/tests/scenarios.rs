@@ -510,3 +510,27 @@ fn dropping_without_close_needs_no_runtime() {
     drop(a);
     drop(b);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_per_peer_state_left_for_unreachable_peers() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut tasks = Vec::new();
+    for i in 0..2000u32 {
+        let mut id = [0xee; 32];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let imp = a.imp.clone();
+        tasks.push(tokio::spawn(async move {
+            imp.send(mem_url(&id), Bytes::from_static(b"x")).await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().is_err(), "nobody is there");
+    }
+    assert_eq!(a.events().unresponsive.len(), 2000);
+    assert_eq!(
+        a.imp.tracked_peer_count(),
+        0,
+        "no lock entries or slots left behind"
+    );
+}
