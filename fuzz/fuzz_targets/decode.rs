@@ -1,14 +1,24 @@
 //! Arbitrary bytes into both decoders, in both orders: never panics, and the
-//! two decoders agree on every frame and on the error.
+//! two decoders (and `StreamDecoder`'s `feed` and `feed_slice`) agree on
+//! every frame and on the error.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
 use kitsune2_iroh_codec::{CodecError, Frame, FrameDecoder, FrameOrder, Limits, StreamDecoder};
 use libfuzzer_sys::fuzz_target;
 
-fn with_stream(data: &[u8], limits: Limits, order: FrameOrder) -> (Vec<Frame>, Option<CodecError>) {
+fn with_stream(
+    data: &[u8],
+    limits: Limits,
+    order: FrameOrder,
+    by_slice: bool,
+) -> (Vec<Frame>, Option<CodecError>) {
     let mut d = StreamDecoder::with_order(limits, order);
-    d.feed(Bytes::copy_from_slice(data));
+    if by_slice {
+        d.feed_slice(data);
+    } else {
+        d.feed(Bytes::copy_from_slice(data));
+    }
     let mut frames = Vec::new();
     loop {
         match d.next_frame() {
@@ -44,9 +54,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let limits = Limits::new(max).expect("at least the header length");
     for order in [FrameOrder::Any, FrameOrder::PreflightThenData] {
-        let a = with_stream(data, limits, order);
+        let a = with_stream(data, limits, order, false);
         let b = with_bytesmut(data, limits, order);
         assert_eq!(a, b, "decoders disagree");
+        let c = with_stream(data, limits, order, true);
+        assert_eq!(a, c, "feed and feed_slice disagree");
         for f in &a.0 {
             assert!(
                 f.encoded_len() <= max as u64,

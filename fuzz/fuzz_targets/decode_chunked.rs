@@ -1,10 +1,12 @@
 //! Arbitrary bytes split at fuzzer-chosen boundaries decode exactly as the
-//! same bytes in one piece: same frames, same error.
+//! same bytes in one piece: same frames, same error. The chunks go in as
+//! `Bytes` (`feed`), as slices (`feed_slice`) and as reads appended to a
+//! `BytesMut` (`FrameDecoder`).
 #![no_main]
 
 use arbitrary::Arbitrary;
-use bytes::Bytes;
-use kitsune2_iroh_codec::{CodecError, Frame, FrameOrder, Limits, StreamDecoder};
+use bytes::{Bytes, BytesMut};
+use kitsune2_iroh_codec::{CodecError, Frame, FrameDecoder, FrameOrder, Limits, StreamDecoder};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -16,11 +18,21 @@ struct Input {
     data: Vec<u8>,
 }
 
-fn decode(chunks: &[Bytes], order: FrameOrder) -> (Vec<Frame>, Option<CodecError>) {
-    let mut d = StreamDecoder::with_order(Limits::new(64 * 1024).expect("valid"), order);
+type Outcome = (Vec<Frame>, Option<CodecError>);
+
+fn limits() -> Limits {
+    Limits::new(64 * 1024).expect("above the header length")
+}
+
+fn decode(chunks: &[Bytes], order: FrameOrder, by_slice: bool) -> Outcome {
+    let mut d = StreamDecoder::with_order(limits(), order);
     let mut frames = Vec::new();
     for c in chunks {
-        d.feed(c.clone());
+        if by_slice {
+            d.feed_slice(c);
+        } else {
+            d.feed(c.clone());
+        }
         loop {
             match d.next_frame() {
                 Ok(Some(f)) => frames.push(f),
@@ -30,6 +42,29 @@ fn decode(chunks: &[Bytes], order: FrameOrder) -> (Vec<Frame>, Option<CodecError
         }
     }
     (frames, d.finish().err())
+}
+
+fn decode_bytesmut(chunks: &[Bytes], order: FrameOrder) -> Outcome {
+    let mut d = FrameDecoder::with_order(limits(), order);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for c in chunks {
+        buf.extend_from_slice(c);
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+    }
+    loop {
+        match d.decode_eof(&mut buf) {
+            Ok(Some(f)) => frames.push(f),
+            Ok(None) => return (frames, None),
+            Err(e) => return (frames, Some(e)),
+        }
+    }
 }
 
 fuzz_target!(|input: Input| {
@@ -55,7 +90,20 @@ fuzz_target!(|input: Input| {
         at = end;
     }
     chunks.push(wire.slice(at..));
-    let one_shot = decode(&[wire.clone()], order);
-    let chunked = decode(&chunks, order);
-    assert_eq!(one_shot, chunked, "chunking changed the result");
+    let one_shot = decode(&[wire.clone()], order, false);
+    assert_eq!(
+        one_shot,
+        decode(&chunks, order, false),
+        "chunking changed the result (feed)"
+    );
+    assert_eq!(
+        one_shot,
+        decode(&chunks, order, true),
+        "chunking changed the result (feed_slice)"
+    );
+    assert_eq!(
+        one_shot,
+        decode_bytesmut(&chunks, order),
+        "chunking changed the result (FrameDecoder)"
+    );
 });
