@@ -8,8 +8,10 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kitsune2_iroh_benches::{CHUNK, PAYLOAD_SIZES, chunks, data_frame, wire};
-use kitsune2_iroh_codec::{FrameDecoder, Limits, StreamDecoder};
+use kitsune2_iroh_benches::{
+    CHUNK, PAYLOAD_SIZES, chunks, copy_destination, data_frame, payload, wire,
+};
+use kitsune2_iroh_codec::{Frame, FrameDecoder, Limits, StreamDecoder};
 
 /// Frames per iteration, so that small frames are measured over enough bytes.
 fn frames_per_iter(size: usize) -> usize {
@@ -27,7 +29,8 @@ fn decode(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(wire.len() as u64));
 
         g.bench_with_input(BenchmarkId::new("memcpy", size), &wire, |b, wire| {
-            let mut dst = vec![0u8; wire.len()];
+            let mut dst = copy_destination(wire, wire.len());
+            dst.resize(wire.len(), 0);
             b.iter(|| {
                 dst.copy_from_slice(black_box(wire));
                 black_box(&dst);
@@ -114,13 +117,12 @@ fn encode(c: &mut Criterion) {
     let limits = Limits::default();
     let mut g = c.benchmark_group("encode");
     for size in PAYLOAD_SIZES {
-        let frame = data_frame(size);
+        let payload = payload(size);
+        let frame = Frame::data(payload.clone());
         g.throughput(Throughput::Bytes(frame.encoded_len()));
-        g.bench_with_input(BenchmarkId::new("memcpy", size), &frame, |b, frame| {
-            let kitsune2_iroh_codec::Frame::Data(payload) = frame else {
-                unreachable!("data_frame builds data frames")
-            };
-            let mut dst = vec![0u8; payload.len()];
+        g.bench_with_input(BenchmarkId::new("memcpy", size), &payload, |b, payload| {
+            let mut dst = copy_destination(payload, payload.len());
+            dst.resize(payload.len(), 0);
             b.iter(|| {
                 dst.copy_from_slice(black_box(payload));
                 black_box(&dst);
@@ -130,7 +132,7 @@ fn encode(c: &mut Criterion) {
             b.iter(|| black_box(black_box(frame.clone()).encode(&limits)));
         });
         g.bench_with_input(BenchmarkId::new("encode_into", size), &frame, |b, frame| {
-            let mut buf = BytesMut::with_capacity(size + 16);
+            let mut buf = copy_destination(&payload, size + 16);
             b.iter(|| {
                 buf.clear();
                 black_box(frame)
