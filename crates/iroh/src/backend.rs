@@ -12,7 +12,7 @@ use crate::endpoint::ALPN;
 use crate::error::IrohTransportError;
 use crate::iroh_types::{
     ConnectionError, Endpoint, EndpointAddr, EndpointId, QuicConnection, QuicRecvStream,
-    QuicSendStream, TransportAddr, VarInt, Watcher,
+    QuicSendStream, RelayConfig, RelayUrl, TransportAddr, VarInt, Watcher,
 };
 use crate::url::{parse_relay_url, peer_url};
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use kitsune2_iroh_core::{
     CloseCode, Connection, CoreError, DynConnection, DynRecvStream, DynSendStream,
     Endpoint as CoreEndpoint, PeerAddr, RecvStream, SendStream,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -61,7 +61,9 @@ fn core_err(op: &'static str, err: IrohTransportError) -> CoreError {
 pub struct IrohEndpoint {
     inner: Endpoint,
     url: watch::Receiver<Option<Url>>,
-    watch_task: AbortHandle,
+    /// The address watcher and any relay keepalives; aborted on close and
+    /// drop.
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
 impl IrohEndpoint {
@@ -104,7 +106,36 @@ impl IrohEndpoint {
         Self {
             inner,
             url,
-            watch_task,
+            tasks: Mutex::new(vec![watch_task]),
+        }
+    }
+
+    /// Adds `url` as a home relay, presenting `token` as bearer token on
+    /// its websocket when given.
+    pub(crate) async fn insert_relay(&self, url: RelayUrl, token: Option<String>) {
+        let mut config = RelayConfig::from(url.clone());
+        if let Some(token) = token {
+            config = config.with_auth_token(token);
+        }
+        self.inner.insert_relay(url, Arc::new(config)).await;
+    }
+
+    /// Ties `task` to this endpoint's lifetime.
+    pub(crate) fn own_task(&self, task: AbortHandle) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    fn abort_tasks(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
         }
     }
 
@@ -116,7 +147,7 @@ impl IrohEndpoint {
 
 impl Drop for IrohEndpoint {
     fn drop(&mut self) {
-        self.watch_task.abort();
+        self.abort_tasks();
     }
 }
 
@@ -174,6 +205,7 @@ impl CoreEndpoint for IrohEndpoint {
     }
 
     fn close(&self) -> BoxFut<'_, ()> {
+        self.abort_tasks();
         Box::pin(self.inner.close())
     }
 }

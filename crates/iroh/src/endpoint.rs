@@ -35,6 +35,9 @@ pub struct EndpointOptions {
     pub bind_addr: Option<SocketAddr>,
     /// The endpoint's key; a fresh one is generated when `None`.
     pub secret_key: Option<SecretKey>,
+    /// Start with an empty relay map even when `relay_url` is set, so that
+    /// nothing reaches the relay before it is inserted (with a token) later.
+    pub defer_relay: bool,
 }
 
 /// Binds an iroh endpoint configured for the kitsune2 wire protocol.
@@ -55,6 +58,7 @@ pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
         .max_idle_timeout(Some(idle))
         .build();
     let relay_mode = match &options.relay_url {
+        Some(_) if options.defer_relay => RelayMode::Custom(RelayMap::empty()),
         Some(url) => RelayMode::Custom(RelayMap::from_iter([url.clone()])),
         None => RelayMode::Default,
     };

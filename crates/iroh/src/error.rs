@@ -145,10 +145,22 @@ pub enum IrohTransportError {
         #[source]
         source: ReadError,
     },
-    /// Relay authentication (`Builder::auth_material_relay` with a relay
-    /// URL) is not supported by this version of the adapter.
-    #[error("relay authentication with auth_material_relay is not supported yet")]
-    RelayAuthUnsupported,
+    /// Relay authentication with the bootstrap server failed.
+    #[error("relay authentication failed at step {step:?}")]
+    RelayAuth {
+        /// `"fetch token"` or `"keepalive"`.
+        step: &'static str,
+        /// The bootstrap client's reason.
+        #[source]
+        source: K2Error,
+    },
+    /// A blocking helper task panicked or was cancelled.
+    #[error("blocking task failed")]
+    BlockingTask {
+        /// tokio's reason.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// An established connection failed or was closed.
     #[error("connection failed")]
     Connection {
@@ -170,6 +182,16 @@ pub enum IrohTransportError {
         #[source]
         source: RelaySupervisorError,
     },
+    /// The embedded relay's thread or runtime could not be created.
+    #[error("failed to create the embedded relay's thread or runtime")]
+    RelayRuntime {
+        /// The OS's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded relay's thread ended without reporting (it panicked).
+    #[error("embedded relay thread ended unexpectedly")]
+    RelayThreadGone,
     /// The embedded relay server started without an HTTP listener.
     #[error("embedded relay server has no HTTP address")]
     RelayWithoutHttpAddr,

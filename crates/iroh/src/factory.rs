@@ -5,6 +5,7 @@ use crate::backend::IrohEndpoint;
 use crate::config::IrohTransportModConfig;
 use crate::endpoint::{EndpointOptions, bind_endpoint};
 use crate::error::IrohTransportError;
+use crate::relay_auth::RelayAuth;
 use crate::url::parse_relay_url;
 use kitsune2_api::{
     BoxFut, Builder, Config, DefaultTransport, DynTransport, DynTransportFactory, DynTxHandler,
@@ -21,7 +22,10 @@ use std::time::Duration;
 /// # Usage
 ///
 /// Put [`IrohTransportFactory::create`] in `kitsune2_api::Builder::transport`;
-/// the module config is [`IrohTransportModConfig`].
+/// the module config is [`IrohTransportModConfig`]. With a relay URL and
+/// `Builder::auth_material_relay`, the endpoint authenticates with the
+/// relay's bootstrap server first (bearer token on the relay websocket, key
+/// keepalive every `relayKeepaliveIntervalS`).
 #[derive(Debug, Default)]
 pub struct IrohTransportFactory {
     bind_addr: Option<SocketAddr>,
@@ -67,9 +71,6 @@ impl TransportFactory for IrohTransportFactory {
         Box::pin(async move {
             let config = read_config(&builder.config)?.iroh_transport;
             config.validate()?;
-            if builder.auth_material_relay.is_some() && config.relay_url.is_some() {
-                return Err(IrohTransportError::RelayAuthUnsupported.into());
-            }
             let relay_url = match &config.relay_url {
                 // As the incumbent: a relay URL without a trailing '/' gets
                 // one, so its last path segment is kept.
@@ -77,24 +78,42 @@ impl TransportFactory for IrohTransportFactory {
                 Some(url) => Some(parse_relay_url(&format!("{url}/"))?),
                 None => None,
             };
+            // Authentication applies when there is a relay of our own and
+            // auth material; the relay is then inserted only once a token
+            // is in hand.
+            let auth_material = builder
+                .auth_material_relay
+                .clone()
+                .filter(|_| relay_url.is_some());
             let endpoint = bind_endpoint(&EndpointOptions {
-                relay_url,
+                relay_url: relay_url.clone(),
                 bind_addr,
                 secret_key: None,
+                defer_relay: auth_material.is_some(),
             })
             .await?;
+            let key = *endpoint.id().as_bytes();
+            let endpoint = Arc::new(IrohEndpoint::new(endpoint));
+            if let (Some(relay), Some(material)) = (relay_url, auth_material) {
+                let auth = Arc::new(RelayAuth::new(&relay, material, key));
+                let token = auth.fetch_token().await?;
+                auth.keepalive().await?;
+                // The address watcher runs already, so the relay's address
+                // update is published.
+                endpoint.insert_relay(relay.clone(), Some(token)).await;
+                tracing::info!(%relay, "authenticated with relay");
+                endpoint.own_task(auth.spawn_keepalive(Duration::from_secs(u64::from(
+                    config.relay_keepalive_interval_s,
+                ))));
+            }
             let hnd = TxImpHnd::new(handler);
             let core_config = CoreConfig {
                 max_frame_bytes: config.max_frame_bytes,
                 connect_timeout: Duration::from_secs(u64::from(config.connect_timeout_s)),
                 ..CoreConfig::default()
             };
-            let imp = CoreTransport::create(
-                Arc::new(IrohEndpoint::new(endpoint)),
-                hnd.clone(),
-                core_config,
-                Arc::new(SystemClock),
-            )?;
+            let imp =
+                CoreTransport::create(endpoint, hnd.clone(), core_config, Arc::new(SystemClock))?;
             Ok(DefaultTransport::create(&hnd, imp))
         })
     }

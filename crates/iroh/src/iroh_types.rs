@@ -10,7 +10,8 @@ pub(crate) use iroh::endpoint::{
     presets::Minimal,
 };
 pub(crate) use iroh::{
-    EndpointAddr, KeyParsingError, RelayMap, RelayMode, RelayUrlParseError, TransportAddr, Watcher,
+    EndpointAddr, KeyParsingError, RelayConfig, RelayMap, RelayMode, RelayUrlParseError,
+    TransportAddr, Watcher,
 };
 pub(crate) use iroh_relay::server::{
     RelayConfig as RelayHttpConfig, Server as RelayServer, ServerConfig as RelayServerConfig,

@@ -31,6 +31,7 @@ mod error;
 mod factory;
 mod iroh_types;
 pub mod relay;
+mod relay_auth;
 pub mod url;
 
 pub use backend::{IrohConnection, IrohEndpoint, IrohRecvStream, IrohSendStream};

@@ -18,6 +18,7 @@ async fn endpoint(relay: &RelayUrl) -> IrohEndpoint {
         relay_url: Some(relay.clone()),
         bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         secret_key: None,
+        defer_relay: false,
     })
     .await
     .unwrap();
@@ -101,16 +102,24 @@ async fn home_relay_known_down_after_relay_stops() {
     let relay = EmbeddedRelay::start().await.unwrap();
     let ep = endpoint(relay.url()).await;
     published_url(&ep).await;
+    // The relay must have been up: wait until the endpoint is connected to it.
+    timeout(BOUND, ep.inner().online())
+        .await
+        .expect("endpoint did not come online");
     assert!(!ep.is_home_relay_known_down());
     relay.shutdown().await.unwrap();
     let mut down = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if ep.is_home_relay_known_down() {
             down = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(down, "relay shut down but not reported down within 20 s");
+    assert!(
+        down,
+        "relay shut down but not reported down within 20 s: {:?}",
+        iroh::Watcher::get(&mut ep.inner().home_relay_status())
+    );
     timeout(BOUND, ep.close()).await.unwrap();
 }

@@ -16,6 +16,7 @@ fn loopback_options(relay: &EmbeddedRelay) -> EndpointOptions {
         relay_url: Some(relay.url().clone()),
         bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         secret_key: None,
+        defer_relay: false,
     }
 }
 
