@@ -13,6 +13,7 @@ use kitsune2_api::{
     TxHandler, TxSpaceHandler, Url,
 };
 use kitsune2_iroh::relay::EmbeddedRelay;
+use kitsune2_iroh::url::{parse_peer_url, peer_url};
 use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
 use kitsune2_test_utils::space::TEST_SPACE_ID;
 use std::net::SocketAddr;
@@ -126,6 +127,11 @@ async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: bool) -
         .unwrap()
         .clone()
         .unwrap();
+    // Either crate's peer URL parses into this relay and an endpoint id, and
+    // formats back byte for byte.
+    let (relay_url, id) = parse_peer_url(&url).unwrap();
+    assert_eq!(relay_url, *relay.url());
+    assert_eq!(peer_url(&relay_url, id).unwrap(), url);
     Node {
         transport,
         url,
