@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use kitsune2_api::{
-    BoxFut, Builder, DynTransport, K2Result, SpaceId, TxBaseHandler, TxHandler, TxSpaceHandler, Url,
+    BoxFut, Builder, DynTransport, K2Result, SpaceId, Timestamp, TxBaseHandler, TxHandler,
+    TxSpaceHandler, Url,
 };
 use kitsune2_iroh::relay::EmbeddedRelay;
 use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
@@ -11,6 +12,7 @@ use kitsune2_test_utils::bootstrap::TestBootstrapSrv;
 use kitsune2_test_utils::space::TEST_SPACE_ID;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -22,6 +24,7 @@ struct Handler {
     url: watch::Sender<Option<Url>>,
     received: mpsc::UnboundedSender<(Url, SpaceId, Bytes)>,
     connected: mpsc::UnboundedSender<Url>,
+    unresponsive: Arc<AtomicUsize>,
 }
 
 impl TxBaseHandler for Handler {
@@ -47,6 +50,11 @@ impl TxSpaceHandler for Handler {
     fn is_any_agent_at_url_blocked(&self, _peer_url: &Url) -> K2Result<bool> {
         Ok(false)
     }
+
+    fn set_unresponsive(&self, _peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
+        self.unresponsive.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 struct Node {
@@ -54,6 +62,7 @@ struct Node {
     url: Url,
     received: mpsc::UnboundedReceiver<(Url, SpaceId, Bytes)>,
     connected: mpsc::UnboundedReceiver<Url>,
+    unresponsive: Arc<AtomicUsize>,
 }
 
 async fn node(relay_url: &str) -> Node {
@@ -79,10 +88,12 @@ async fn node(relay_url: &str) -> Node {
     let (url_tx, mut url_rx) = watch::channel(None);
     let (received_tx, received) = mpsc::unbounded_channel();
     let (connected_tx, connected) = mpsc::unbounded_channel();
+    let unresponsive = Arc::new(AtomicUsize::new(0));
     let handler = Arc::new(Handler {
         url: url_tx,
         received: received_tx,
         connected: connected_tx,
+        unresponsive: unresponsive.clone(),
     });
     let transport = builder
         .transport
@@ -101,6 +112,7 @@ async fn node(relay_url: &str) -> Node {
         url,
         received,
         connected,
+        unresponsive,
     }
 }
 
@@ -174,6 +186,34 @@ async fn two_transports_exchange_messages_through_bootstrap_srv_relay() {
     let srv = TestBootstrapSrv::new(false).await;
     let relay_url = format!("{}/relay", srv.addr());
     exchange(&relay_url, &format!("{relay_url}/")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_relay_down_fails_fast_without_marking_unresponsive() {
+    let relay = EmbeddedRelay::start().await.unwrap();
+    let url = relay.url().to_string();
+    let a = node(&url).await;
+    let b = node(&url).await;
+    relay.shutdown().await.unwrap();
+    // The relay's connections are gone once shutdown returns; iroh notices
+    // within milliseconds. Leave it a generous margin before dialing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let err = timeout(
+        Duration::from_secs(5),
+        a.transport
+            .send_space_notify(b.url.clone(), TEST_SPACE_ID, Bytes::from_static(b"x")),
+    )
+    .await
+    .expect("send to an unreachable peer did not fail fast")
+    .unwrap_err();
+    assert!(err.to_string().contains("home relay"), "{err}");
+    assert_eq!(a.unresponsive.load(Ordering::SeqCst), 0);
+    timeout(BOUND, async {
+        a.transport.close().await;
+        b.transport.close().await;
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
