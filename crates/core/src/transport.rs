@@ -296,7 +296,11 @@ impl Shared {
                     };
                 }
                 Err(StreamEnd::Stream(e) | StreamEnd::Fatal(e)) => {
-                    warn!(%e, "closing the peer's stream");
+                    if matches!(e, CoreError::Codec(_)) {
+                        warn!(%e, "closing the peer's stream");
+                    } else {
+                        debug!(%e, "the peer's stream failed");
+                    }
                     current = None;
                 }
             }
