@@ -534,3 +534,53 @@ async fn no_per_peer_state_left_for_unreachable_peers() {
         "no lock entries or slots left behind"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_dial_does_not_hold_up_sends_to_other_peers() {
+    let net = MemNetwork::new();
+    let a = Arc::new(Node::new(&net, 1));
+    let b = Node::new(&net, 2);
+    let mut c = Node::new(&net, 3);
+    net.delay_connects(b.id, Some(Duration::from_secs(3600)));
+    let started = tokio::time::Instant::now();
+    let stuck = {
+        let a = a.clone();
+        let b_url = b.url.clone();
+        tokio::spawn(async move { a.imp.send(b_url, Bytes::from_static(b"x")).await })
+    };
+    settle().await;
+    a.send(&c, b"not blocked").await.unwrap();
+    assert_eq!(&c.recv().await.1[..], b"not blocked");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "c's send did not wait for b's dial"
+    );
+    assert!(stuck.await.unwrap().is_err(), "b's dial times out");
+}
+
+#[tokio::test(start_paused = true)]
+async fn mem_streams_apply_backpressure() {
+    use kitsune2_iroh_core::SendStream;
+    let net = MemNetwork::new();
+    let x = net.endpoint([1; 32]);
+    let _y = net.endpoint([2; 32]);
+    let conn = x.connect_raw(&[2; 32]).await.unwrap();
+    let mut s = conn.open_raw().unwrap();
+    // Nobody reads: the stream takes a bounded number of chunks, then waits.
+    let mut written = 0;
+    for _ in 0..100 {
+        let mut chunk = [Bytes::from_static(b"0123456789")];
+        match tokio::time::timeout(Duration::from_secs(1), s.write_chunks(&mut chunk)).await {
+            Ok(r) => {
+                r.unwrap();
+                written += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        written < 100,
+        "writer was stopped by the unread stream after {written} chunks"
+    );
+    assert!(written >= 1);
+}
