@@ -187,11 +187,7 @@ async fn rejected_preflight_fails_the_send_without_events() {
 
 #[tokio::test(start_paused = true)]
 async fn disconnect_delivers_the_reason_to_both_sides() {
-    let net = MemNetwork::new();
-    let a = Node::new(&net, 1);
-    let mut b = Node::new(&net, 2);
-    a.send(&b, b"hi").await.unwrap();
-    b.recv().await;
+    let (_net, a, mut b) = connected_pair().await;
     a.tx.disconnect(b.url.clone(), Some("bye now".to_owned()))
         .await;
     settle().await;
@@ -212,11 +208,7 @@ async fn disconnect_delivers_the_reason_to_both_sides() {
 
 #[tokio::test(start_paused = true)]
 async fn close_disconnects_peers_gracefully_and_refuses_later_calls() {
-    let net = MemNetwork::new();
-    let a = Node::new(&net, 1);
-    let mut b = Node::new(&net, 2);
-    a.send(&b, b"hi").await.unwrap();
-    b.recv().await;
+    let (_net, a, b) = connected_pair().await;
     a.imp.close().await;
     a.imp.close().await; // idempotent
     settle().await;
@@ -236,11 +228,7 @@ async fn close_disconnects_peers_gracefully_and_refuses_later_calls() {
 
 #[tokio::test(start_paused = true)]
 async fn lost_connection_reports_once_and_marks_unresponsive() {
-    let net = MemNetwork::new();
-    let a = Node::new(&net, 1);
-    let mut b = Node::new(&net, 2);
-    a.send(&b, b"hi").await.unwrap();
-    b.recv().await;
+    let (net, a, mut b) = connected_pair().await;
     assert_eq!(net.kill(a.id, b.id, None), 1);
     settle().await;
     assert_eq!(a.events().disconnects.len(), 1);
@@ -254,11 +242,7 @@ async fn lost_connection_reports_once_and_marks_unresponsive() {
 
 #[tokio::test(start_paused = true)]
 async fn graceful_remote_close_is_not_unresponsive() {
-    let net = MemNetwork::new();
-    let a = Node::new(&net, 1);
-    let mut b = Node::new(&net, 2);
-    a.send(&b, b"hi").await.unwrap();
-    b.recv().await;
+    let (net, a, b) = connected_pair().await;
     net.kill(
         a.id,
         b.id,
@@ -405,11 +389,7 @@ async fn peer_stalling_mid_frame_does_not_block_others() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_write_reports_the_loss() {
-    let net = MemNetwork::new();
-    let a = Node::new(&net, 1);
-    let mut b = Node::new(&net, 2);
-    a.send(&b, b"hi").await.unwrap();
-    b.recv().await;
+    let (net, a, mut b) = connected_pair().await;
     net.fail_writes(a.id, true);
     assert!(a.send(&b, b"lost").await.is_err());
     settle().await;

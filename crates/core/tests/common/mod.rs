@@ -237,3 +237,13 @@ pub fn module_frame(data: &'static [u8]) -> Bytes {
     .unwrap();
     wire(kitsune2_iroh_codec::Frame::data(msg))
 }
+
+/// Nodes 1 and 2 on a fresh network, connected by a first message from 1 to 2.
+pub async fn connected_pair() -> (Arc<MemNetwork>, Node, Node) {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.send(&b, b"hi").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"hi");
+    (net, a, b)
+}
