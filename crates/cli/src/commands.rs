@@ -72,9 +72,16 @@ pub(crate) async fn demo(
     if !json_out {
         println!("relay: {} (embedded, loopback)", relay.url());
     }
+    // Nodes start concurrently: each waits a few seconds for its relay.
+    let starting: Vec<_> = (0..nodes)
+        .map(|_| {
+            let url = relay.url().clone();
+            tokio::spawn(async move { Node::start(&url).await })
+        })
+        .collect();
     let mut started = Vec::new();
-    for _ in 0..nodes {
-        started.push(Node::start(relay.url()).await?);
+    for s in starting {
+        started.push(s.await.map_err(|e| CliError::Transport(e.to_string()))??);
     }
     let started = std::sync::Arc::new(started);
     let urls: Vec<Url> = started.iter().map(|n| n.url().clone()).collect();
@@ -408,8 +415,8 @@ pub(crate) async fn bench(
         (None, Some(e)) => e.url().clone(),
         (None, None) => unreachable!("one of the two is set"),
     };
-    let a = Node::start(&relay_url).await?;
-    let b = Node::start(&relay_url).await?;
+    let (a, b) = tokio::join!(Node::start(&relay_url), Node::start(&relay_url));
+    let (a, b) = (a?, b?);
     let mut inbox = b.take_inbox();
     let counts: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]> = std::sync::Arc::default();
     let checker = {

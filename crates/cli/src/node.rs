@@ -169,16 +169,19 @@ impl Node {
         let _ = handler.transport.set(Arc::downgrade(&transport));
         transport.register_space_handler(space(), handler.clone());
         transport.register_module_handler(space(), MODULE.to_owned(), handler.clone());
+        // Copy the URL out at once: the watch guard must not live across an
+        // await.
         let url = match tokio::time::timeout(RELAY_TIMEOUT, url_rx.wait_for(Option::is_some)).await
         {
-            Ok(Ok(url)) => url.clone().expect("waited for Some"),
-            _ => {
-                transport.close().await;
-                return Err(CliError::RelayUnreachable {
-                    relay: relay.to_string(),
-                    secs: RELAY_TIMEOUT.as_secs(),
-                });
-            }
+            Ok(Ok(url)) => url.clone(),
+            _ => None,
+        };
+        let Some(url) = url else {
+            transport.close().await;
+            return Err(CliError::RelayUnreachable {
+                relay: relay.to_string(),
+                secs: RELAY_TIMEOUT.as_secs(),
+            });
         };
         Ok(Self {
             transport,
