@@ -6,9 +6,9 @@
 //!
 //! Like `interop.rs`, each test re-runs itself under `unshare -rn`.
 
-mod teardown_support;
+mod support;
 
-use teardown_support::*;
+use support::*;
 /// Starts a relay and two nodes (`a_ours` picks a's crate, b is the other
 /// crate), and connects them: a sends one notify that b receives.
 async fn connected(a_ours: bool) -> (EmbeddedRelay, Node, Node) {

@@ -5,53 +5,28 @@
 //! Like `interop.rs`, each test re-runs itself under `unshare -rn` so the
 //! incumbent's port mapper cannot reach past loopback.
 
+mod support;
+
 use bytes::Bytes;
 use kitsune2_api::{
     BoxFut, Builder, DynTransport, DynTransportFactory, K2Result, SpaceId, TxBaseHandler,
     TxHandler, TxModuleHandler, TxSpaceHandler, Url,
 };
 use kitsune2_iroh::relay::EmbeddedRelay;
-use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
+use kitsune2_iroh::{IrohTransportConfig, IrohTransportModConfig};
 use kitsune2_test_utils::space::TEST_SPACE_ID;
-use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
+use support::{BOUND, in_netns, ours, runtime, theirs};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
-const NETNS_ENV: &str = "KITSUNE2_IROH_TEST_IN_NETNS";
-const BOUND: Duration = Duration::from_secs(30);
 const ECHO_BOUND: Duration = Duration::from_secs(40);
 const MODULE: &str = "echo";
 const COUNT: u32 = 1000;
 static SENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 static ECHOED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 static CHECKED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Runs `body` inside a private network namespace: re-executes this test
-/// binary for `test_name` under `unshare -rn` and asserts it passed.
-fn in_netns(test_name: &str, body: impl FnOnce()) {
-    if std::env::var_os(NETNS_ENV).is_some() {
-        body();
-        return;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
-        .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-        .arg(exe)
-        .args(["--exact", test_name, "--test-threads=1"])
-        .env(NETNS_ENV, "1")
-        .output()
-        .expect("`unshare` is needed to run interop tests offline");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "in-namespace run failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[derive(Debug)]
 struct Handler {
@@ -148,14 +123,6 @@ async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: bool) -
     }
 }
 
-fn ours() -> DynTransportFactory {
-    IrohTransportFactory::create_bound(SocketAddr::from(([127, 0, 0, 1], 0)))
-}
-
-fn theirs() -> DynTransportFactory {
-    kitsune2_transport_iroh::IrohTransportFactory::create()
-}
-
 /// Message `i`: distinct content and length (1 to 4000 bytes), so a lost,
 /// duplicated, reordered or corrupted message fails the check.
 fn message(i: u32) -> Bytes {
@@ -221,14 +188,6 @@ async fn echo(mut sender: Node, mut echoer: Node) {
     })
     .await
     .unwrap();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

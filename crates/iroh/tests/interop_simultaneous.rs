@@ -6,9 +6,9 @@
 //!
 //! Like `interop.rs`, each test re-runs itself under `unshare -rn`.
 
-mod teardown_support;
+mod support;
 
-use teardown_support::*;
+use support::*;
 async fn simultaneous_first_sends(a_ours: bool) {
     let relay = EmbeddedRelay::start().await.unwrap();
     let (fa, fb) = if a_ours {

@@ -1,4 +1,4 @@
-//! What the interop tests of disconnect, close and simultaneous open share:
+//! What the interop tests share:
 //! a node on either crate with a recording handler, and the re-run of a
 //! test inside a private network namespace (`unshare -rn`), since the
 //! incumbent probes the LAN gateway.
