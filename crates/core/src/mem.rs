@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kitsune2_api::{BoxFut, Url};
+use kitsune2_api::{BoxFut, Config, K2Error, K2Result, SpaceId, Url};
 use tokio::sync::{mpsc, watch};
 
 use crate::close::CloseCode;
@@ -105,6 +105,7 @@ impl MemNetwork {
             url: watch::Sender::new(Some(mem_url(&id))),
             incoming: tokio::sync::Mutex::new(rx),
             relay_down: AtomicBool::new(false),
+            space_relays: Mutex::new(HashMap::new()),
         })
     }
 
@@ -190,6 +191,9 @@ pub struct MemEndpoint {
     url: watch::Sender<Option<Url>>,
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<DynConnection>>,
     relay_down: AtomicBool,
+    /// The relay each space names: `configure_for_space` answers with this
+    /// endpoint's URL on it.
+    space_relays: Mutex<HashMap<SpaceId, String>>,
 }
 
 impl fmt::Debug for MemEndpoint {
@@ -209,6 +213,18 @@ impl MemEndpoint {
     /// Reports the home relay as known down (or up again).
     pub fn set_home_relay_down(&self, down: bool) {
         self.relay_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Makes `configure_for_space(space_id, _)` put this endpoint on `relay`
+    /// (a relay URL ending in `/`, e.g. `http://mem:2/`) for that space, or
+    /// on none with `None`. A relay that makes no valid URL is a
+    /// configuration error.
+    pub fn set_space_relay(&self, space_id: SpaceId, relay: Option<&str>) {
+        let mut relays = self.space_relays.lock().expect("poisoned");
+        match relay {
+            Some(r) => relays.insert(space_id, r.to_owned()),
+            None => relays.remove(&space_id),
+        };
     }
 
     /// Connects to `peer` as a raw connection, for tests that speak the
@@ -279,6 +295,29 @@ impl Endpoint for MemEndpoint {
 
     fn is_home_relay_known_down(&self) -> bool {
         self.relay_down.load(Ordering::SeqCst)
+    }
+
+    fn configure_for_space(
+        &self,
+        space_id: SpaceId,
+        _config: &Config,
+    ) -> BoxFut<'_, K2Result<Option<Url>>> {
+        let relay = self
+            .space_relays
+            .lock()
+            .expect("poisoned")
+            .get(&space_id)
+            .cloned();
+        let id = self.id;
+        Box::pin(async move {
+            let Some(relay) = relay else {
+                return Ok(None);
+            };
+            let url = Url::from_str(format!("{relay}{}", id_to_hex(&id))).map_err(|e| {
+                K2Error::other_src(format!("space relay {relay:?} makes no peer url"), e)
+            })?;
+            Ok(Some(url))
+        })
     }
 
     fn close(&self) -> BoxFut<'_, ()> {

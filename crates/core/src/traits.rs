@@ -60,11 +60,26 @@ pub trait Endpoint: Send + Sync + Debug + 'static {
         false
     }
 
-    /// Applies per-space settings (for iroh: a per-space relay). The default
-    /// does nothing.
-    fn configure_for_space(&self, space_id: SpaceId, config: &Config) -> BoxFut<'_, K2Result<()>> {
+    /// Applies per-space settings (for iroh: a relay of the space's own).
+    ///
+    /// Returns this endpoint's peer URL for the space when the space reaches
+    /// it at another URL than the global one (on a relay of its own), `None`
+    /// when the space uses the global URL. The core publishes a returned URL
+    /// to that space alone (`new_listening_address(url, Some(space))`) and
+    /// presents it in preflights to peers on the same relay. The default
+    /// does nothing and returns `None`.
+    ///
+    /// # Errors
+    ///
+    /// When the space's settings are invalid or cannot be applied; the
+    /// space then keeps the global URL.
+    fn configure_for_space(
+        &self,
+        space_id: SpaceId,
+        config: &Config,
+    ) -> BoxFut<'_, K2Result<Option<Url>>> {
         drop((space_id, config));
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(None) })
     }
 
     /// Removes what [`configure_for_space`](Self::configure_for_space) set.

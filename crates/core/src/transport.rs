@@ -59,6 +59,8 @@ struct Shared {
     clock: Arc<dyn WallClock>,
     local_id: EndpointId,
     url: tokio::sync::watch::Receiver<Option<Url>>,
+    /// Our URL in each space that has one of its own (a per-space relay).
+    space_urls: Mutex<HashMap<SpaceId, SpaceUrl>>,
     registry: Mutex<Registry>,
     /// Woken whenever a connection becomes active.
     activated: Notify,
@@ -67,6 +69,15 @@ struct Shared {
     close_once: CloseOnce,
     tasks: Mutex<Vec<AbortHandle>>,
     serial: AtomicU64,
+}
+
+/// Our URL in one space, with its relay part for matching peers.
+#[derive(Debug, Clone)]
+struct SpaceUrl {
+    /// The relay part, as [`PeerAddr::relay_url`] gives it.
+    relay_url: String,
+    /// The whole URL.
+    url: Url,
 }
 
 /// What the reader got next.
@@ -103,6 +114,7 @@ impl CoreTransport {
         let shared = Arc::new(Shared {
             local_id: endpoint.local_id(),
             url: endpoint.watch_url(),
+            space_urls: Mutex::new(HashMap::new()),
             endpoint,
             hnd,
             config,
@@ -167,6 +179,60 @@ impl Shared {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let opened_at_s = u64::try_from(self.clock.now_micros() / 1_000_000).unwrap_or(0);
         Arc::new(Conn::new(serial, connection, dialed_by_us, opened_at_s))
+    }
+
+    /// The URL to present in a preflight to `peer`: our URL on the peer's
+    /// relay when a space gave us one there, else the global URL.
+    ///
+    /// A peer on a relay we know nothing of gets the global URL, at which
+    /// it can reach us whatever relay it is on.
+    fn own_url_for(&self, peer: &PeerAddr) -> Result<Url, CoreError> {
+        let on_peer_relay = self
+            .space_urls
+            .lock()
+            .expect("poisoned")
+            .values()
+            .find(|s| s.relay_url == peer.relay_url)
+            .map(|s| s.url.clone());
+        if let Some(url) = on_peer_relay {
+            debug!(peer = %peer.url, own = %url, "presenting our per-space url");
+            return Ok(url);
+        }
+        self.url.borrow().clone().ok_or(CoreError::NoLocalUrl)
+    }
+
+    /// Records and publishes the URL the endpoint gave `space_id`, if any.
+    async fn space_configured(&self, space_id: SpaceId, url: Option<Url>) -> K2Result<()> {
+        let Some(url) = url else {
+            return Ok(());
+        };
+        let addr = PeerAddr::parse(&url)?;
+        if addr.id != self.local_id {
+            return Err(CoreError::InvalidPeerUrl {
+                url: url.as_str().to_owned(),
+                why: "per-space url names another endpoint than this one",
+            }
+            .into());
+        }
+        info!(space = ?space_id, %url, "per-space listening address");
+        self.space_urls.lock().expect("poisoned").insert(
+            space_id.clone(),
+            SpaceUrl {
+                relay_url: addr.relay_url,
+                url: url.clone(),
+            },
+        );
+        self.hnd.new_listening_address(url, Some(&space_id)).await;
+        Ok(())
+    }
+
+    async fn unconfigure_for_space(&self, space_id: SpaceId) -> K2Result<()> {
+        let removed = self.space_urls.lock().expect("poisoned").remove(&space_id);
+        if removed.is_some() {
+            // The space hears the global URL again.
+            self.hnd.unmark_per_space_managed(&space_id);
+        }
+        self.endpoint.unconfigure_for_space(space_id).await
     }
 
     async fn mark_unresponsive(&self, url: &Url) {
@@ -388,6 +454,7 @@ impl Shared {
         if conn.dialed_by_us {
             return self.activate(conn);
         }
+        let own_url = self.own_url_for(&addr)?;
         // We accepted: answer with our own preflight, holding the send lock
         // from before activation so that it is the stream's first frame.
         let ours = self
@@ -395,7 +462,6 @@ impl Shared {
             .peer_connect(url.clone())
             .await
             .map_err(CoreError::from_handler)?;
-        let own_url = self.url.borrow().clone().ok_or(CoreError::NoLocalUrl)?;
         let mut guard = conn.send.lock().await;
         self.activate(conn)?;
         conn.write_frame_locked(
@@ -509,7 +575,7 @@ impl Shared {
                 peer: url.as_str().to_owned(),
             });
         }
-        let own_url = self.url.borrow().clone().ok_or(CoreError::NoLocalUrl)?;
+        let own_url = self.own_url_for(addr)?;
         let preflight = self
             .hnd
             .peer_connect(url.clone())
@@ -679,6 +745,18 @@ impl Shared {
         info!("transport closed");
     }
 
+    /// Every URL we can be reached at: the global one first, then each
+    /// space's own, without repeats.
+    fn peer_urls(&self) -> Vec<Url> {
+        let mut urls: Vec<Url> = self.url.borrow().iter().cloned().collect();
+        for s in self.space_urls.lock().expect("poisoned").values() {
+            if !urls.contains(&s.url) {
+                urls.push(s.url.clone());
+            }
+        }
+        urls
+    }
+
     fn stats(&self) -> TransportStats {
         let connections = self
             .registry
@@ -698,7 +776,7 @@ impl Shared {
             .collect();
         TransportStats {
             backend: self.config.backend.clone(),
-            peer_urls: self.url.borrow().iter().cloned().collect(),
+            peer_urls: self.peer_urls(),
             connections,
         }
     }
@@ -736,11 +814,18 @@ impl TxImp for CoreTransport {
     }
 
     fn configure_for_space(&self, space_id: SpaceId, config: &Config) -> BoxFut<'_, K2Result<()>> {
-        self.shared.endpoint.configure_for_space(space_id, config)
+        if let Err(e) = self.shared.check_open() {
+            return Box::pin(async move { Err(e.into()) });
+        }
+        let applied = self
+            .shared
+            .endpoint
+            .configure_for_space(space_id.clone(), config);
+        Box::pin(async move { self.shared.space_configured(space_id, applied.await?).await })
     }
 
     fn unconfigure_for_space(&self, space_id: SpaceId) -> BoxFut<'_, K2Result<()>> {
-        self.shared.endpoint.unconfigure_for_space(space_id)
+        Box::pin(self.shared.unconfigure_for_space(space_id))
     }
 
     fn close(&self) -> BoxFut<'_, ()> {

@@ -38,6 +38,8 @@ pub struct Events {
     pub unresponsive: Vec<Url>,
     pub preflights: Vec<(Url, Bytes)>,
     pub listening: Vec<Url>,
+    /// Listening addresses the test space's handler heard.
+    pub space_listening: Vec<Url>,
 }
 
 #[derive(Debug)]
@@ -87,7 +89,12 @@ impl TxHandler for Recorder {
 #[derive(Debug)]
 pub struct SpaceSide(pub Arc<Recorder>);
 
-impl TxBaseHandler for SpaceSide {}
+impl TxBaseHandler for SpaceSide {
+    fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
+        self.0.events.lock().unwrap().space_listening.push(this_url);
+        Box::pin(async {})
+    }
+}
 
 impl TxSpaceHandler for SpaceSide {
     fn set_unresponsive(&self, peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
