@@ -9,21 +9,28 @@
 //! | `RecvStream`   | `iroh::endpoint::RecvStream` (`read_chunk`) |
 
 use crate::endpoint::ALPN;
+use crate::endpoint::{EndpointOptions, bind_endpoint};
 use crate::error::IrohTransportError;
 use crate::iroh_types::{
     ConnectionError, Endpoint, EndpointAddr, EndpointId, QuicConnection, QuicRecvStream,
     QuicSendStream, RelayConfig, RelayUrl, TransportAddr, VarInt, Watcher,
 };
+use crate::relay_auth::RelayAuth;
+use crate::space_relays::{Release, SpaceRelayPlan, SpaceRelaySettings, SpaceRelays};
 use crate::url::{parse_relay_url, peer_url};
 use bytes::Bytes;
-use kitsune2_api::{BoxFut, Url};
+use kitsune2_api::{BoxFut, Config, K2Error, K2Result, SpaceId, Url};
 use kitsune2_iroh_core::{
     CloseCode, Connection, CoreError, DynConnection, DynRecvStream, DynSendStream,
     Endpoint as CoreEndpoint, PeerAddr, RecvStream, SendStream,
 };
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
+use tokio::task::JoinSet;
 
 /// Largest chunk asked of iroh per read; chunks are views into QUIC's
 /// receive buffer, so this bounds nothing the peer controls.
@@ -45,6 +52,14 @@ fn core_err(op: &'static str, err: IrohTransportError) -> CoreError {
     CoreError::io(op, chain(&err))
 }
 
+/// Incoming connections whose handshake may run at once, per iroh endpoint.
+const MAX_CONCURRENT_HANDSHAKES: usize = 32;
+
+/// Handshaken incoming connections waiting for the core.
+const INCOMING_QUEUE: usize = 16;
+
+type Incoming = Result<DynConnection, CoreError>;
+
 /// An iroh endpoint seen through the core's `Endpoint` trait.
 ///
 /// # Usage
@@ -53,21 +68,46 @@ fn core_err(op: &'static str, err: IrohTransportError) -> CoreError {
 /// wrap it with [`IrohEndpoint::new`] inside a tokio runtime, hand it to the
 /// core.
 ///
+/// # Per-space relays
+///
+/// iroh keeps a single home relay and drops idle connections to others, so
+/// a node listens on a space's relay through an iroh endpoint of its own:
+/// same secret key (same endpoint id), home relay the space's relay, its
+/// own UDP socket. Incoming connections of all endpoints reach the core
+/// through one queue; dials to a peer on a space's relay go out through
+/// that space's endpoint.
+///
 /// # Invariants
 ///
-/// The published URL is always the peer URL of this endpoint on its first
-/// home relay; it is `None` until iroh reports a relay.
+/// - The published URL is always the peer URL of the main endpoint on its
+///   home relay; it is `None` until iroh reports a relay.
+/// - At most one endpoint per relay carries this key, so a relay never sees
+///   two clients with the same key from this node.
 #[derive(Debug)]
 pub struct IrohEndpoint {
     inner: Endpoint,
     url: watch::Receiver<Option<Url>>,
-    /// The address watcher and any relay keepalives; aborted on close and
-    /// drop.
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
+    incoming_tx: mpsc::Sender<Incoming>,
+    /// The address watcher, the accept loop and any relay keepalives;
+    /// aborted on close and drop.
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Relays that spaces added, with their keepalives.
+    spaces: Arc<SpaceRelays>,
+    /// The endpoint listening on each space relay.
+    space_endpoints: Mutex<HashMap<RelayUrl, SpaceEndpoint>>,
+}
+
+/// The endpoint listening on one space relay, and its accept loop.
+#[derive(Debug)]
+struct SpaceEndpoint {
+    endpoint: Endpoint,
+    accept: AbortHandle,
 }
 
 impl IrohEndpoint {
-    /// Wraps `inner` and starts the task that follows its address.
+    /// Wraps `inner` and starts the tasks that follow its address and
+    /// accept its connections.
     ///
     /// # Panics
     ///
@@ -103,21 +143,31 @@ impl IrohEndpoint {
             }
         })
         .abort_handle();
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+        let accept_task = spawn_accept(inner.clone(), incoming_tx.clone());
         Self {
             inner,
             url,
-            tasks: Mutex::new(vec![watch_task]),
+            incoming: tokio::sync::Mutex::new(incoming),
+            incoming_tx,
+            tasks: Mutex::new(vec![watch_task, accept_task]),
+            spaces: Arc::default(),
+            space_endpoints: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Judges spaces' relays against `settings` (the transport's own relay
+    /// and auth material); without this, any relay a space names is its
+    /// own.
+    pub(crate) fn with_space_relays(mut self, settings: SpaceRelaySettings) -> Self {
+        self.spaces = Arc::new(SpaceRelays::new(settings));
+        self
     }
 
     /// Adds `url` as a home relay, presenting `token` as bearer token on
     /// its websocket when given.
     pub(crate) async fn insert_relay(&self, url: RelayUrl, token: Option<String>) {
-        let mut config = RelayConfig::from(url.clone());
-        if let Some(token) = token {
-            config = config.with_auth_token(token);
-        }
-        self.inner.insert_relay(url, Arc::new(config)).await;
+        insert_relay(&self.inner, url, token).await;
     }
 
     /// Ties `task` to this endpoint's lifetime.
@@ -128,7 +178,9 @@ impl IrohEndpoint {
             .push(task);
     }
 
-    fn abort_tasks(&self) {
+    /// Aborts every task and takes the space endpoints out, for closing.
+    fn stop(&self) -> Vec<Endpoint> {
+        self.spaces.close();
         for task in self
             .tasks
             .lock()
@@ -137,18 +189,134 @@ impl IrohEndpoint {
         {
             task.abort();
         }
+        self.space_endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, s)| {
+                s.accept.abort();
+                s.endpoint
+            })
+            .collect()
     }
 
     /// The wrapped iroh endpoint.
     pub fn inner(&self) -> &Endpoint {
         &self.inner
     }
+
+    /// The endpoint to dial a peer on `relay` with.
+    fn endpoint_for(&self, relay: &RelayUrl) -> Endpoint {
+        self.space_endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(relay)
+            .map_or_else(|| self.inner.clone(), |s| s.endpoint.clone())
+    }
+
+    /// Makes this node listen on the space relay `relay`: binds an endpoint
+    /// with this key there unless one exists. With `token`, the relay is
+    /// (re-)inserted with it.
+    async fn listen_on(&self, relay: &RelayUrl, token: Option<String>) -> Result<(), CoreError> {
+        let existing = self
+            .space_endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(relay)
+            .map(|s| s.endpoint.clone());
+        if let Some(endpoint) = existing {
+            if token.is_some() {
+                insert_relay(&endpoint, relay.clone(), token).await;
+            }
+            return Ok(());
+        }
+        let endpoint = bind_endpoint(&EndpointOptions {
+            relay_url: Some(relay.clone()),
+            bind_addr: self
+                .spaces
+                .settings
+                .bind_addr
+                .map(|a| SocketAddr::new(a.ip(), 0)),
+            secret_key: Some(self.inner.secret_key().clone()),
+            defer_relay: token.is_some(),
+        })
+        .await
+        .map_err(|e| core_err("bind space endpoint", e))?;
+        if token.is_some() {
+            insert_relay(&endpoint, relay.clone(), token).await;
+        }
+        let duplicate = {
+            let mut map = self
+                .space_endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if map.contains_key(relay) {
+                true
+            } else {
+                let accept = spawn_accept(endpoint.clone(), self.incoming_tx.clone());
+                map.insert(
+                    relay.clone(),
+                    SpaceEndpoint {
+                        endpoint: endpoint.clone(),
+                        accept,
+                    },
+                );
+                false
+            }
+        };
+        if duplicate {
+            // Another space bound one meanwhile; keep that one.
+            endpoint.close().await;
+        } else {
+            tracing::info!(%relay, "listening on space relay");
+        }
+        Ok(())
+    }
 }
 
 impl Drop for IrohEndpoint {
     fn drop(&mut self) {
-        self.abort_tasks();
+        // Endpoints close themselves when dropped.
+        drop(self.stop());
     }
+}
+
+async fn insert_relay(endpoint: &Endpoint, url: RelayUrl, token: Option<String>) {
+    let mut config = RelayConfig::from(url.clone());
+    if let Some(token) = token {
+        config = config.with_auth_token(token);
+    }
+    endpoint.insert_relay(url, Arc::new(config)).await;
+}
+
+/// Accepts `endpoint`'s connections until it closes, running up to
+/// [`MAX_CONCURRENT_HANDSHAKES`] handshakes at once (a stalled one holds up
+/// no other), and queues them for the core.
+fn spawn_accept(endpoint: Endpoint, queue: mpsc::Sender<Incoming>) -> AbortHandle {
+    tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+        // Dropped with this task, aborting handshakes in progress.
+        let mut handshakes = JoinSet::new();
+        while let Some(incoming) = endpoint.accept().await {
+            while handshakes.try_join_next().is_some() {}
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let queue = queue.clone();
+            handshakes.spawn(async move {
+                let result = match incoming.await {
+                    Ok(conn) => Ok(Arc::new(IrohConnection::new(conn)) as DynConnection),
+                    Err(source) => Err(core_err("accept", IrohTransportError::Accept { source })),
+                };
+                drop(permit);
+                // The core is gone when this fails; nothing to hand over.
+                let _ = queue.send(result).await;
+            });
+        }
+        // Let finished handshakes reach the core before the loop ends.
+        while handshakes.join_next().await.is_some() {}
+    })
+    .abort_handle()
 }
 
 impl CoreEndpoint for IrohEndpoint {
@@ -162,11 +330,14 @@ impl CoreEndpoint for IrohEndpoint {
 
     fn accept(&self) -> BoxFut<'_, Option<Result<DynConnection, CoreError>>> {
         Box::pin(async move {
-            let incoming = self.inner.accept().await?;
-            Some(match incoming.await {
-                Ok(conn) => Ok(Arc::new(IrohConnection::new(conn)) as DynConnection),
-                Err(source) => Err(core_err("accept", IrohTransportError::Accept { source })),
-            })
+            if self.inner.is_closed() {
+                return None;
+            }
+            let mut incoming = self.incoming.lock().await;
+            tokio::select! {
+                next = incoming.recv() => next,
+                () = self.inner.closed() => None,
+            }
         })
     }
 
@@ -182,8 +353,9 @@ impl CoreEndpoint for IrohEndpoint {
                 )
             })?;
             let relay = parse_relay_url(&peer.relay_url).map_err(|e| core_err("connect", e))?;
+            let endpoint = self.endpoint_for(&relay);
             let addr = EndpointAddr::from_parts(id, [TransportAddr::Relay(relay)]);
-            let conn = self.inner.connect(addr, ALPN).await.map_err(|source| {
+            let conn = endpoint.connect(addr, ALPN).await.map_err(|source| {
                 core_err(
                     "connect",
                     IrohTransportError::Connect {
@@ -204,9 +376,72 @@ impl CoreEndpoint for IrohEndpoint {
             .any(|s| !s.is_connected() && s.last_error().is_some())
     }
 
+    fn configure_for_space(
+        &self,
+        space_id: SpaceId,
+        config: &Config,
+    ) -> BoxFut<'_, K2Result<Option<Url>>> {
+        let plan = self.spaces.settings.plan(config);
+        Box::pin(async move {
+            let Some(SpaceRelayPlan {
+                relay,
+                auth_material,
+            }) = plan?
+            else {
+                return Ok(None);
+            };
+            let id = self.inner.id();
+            let (auth, token) = match auth_material {
+                Some(material) => {
+                    let auth = Arc::new(RelayAuth::new(&relay, material, *id.as_bytes()));
+                    let token = auth.fetch_token().await?;
+                    auth.keepalive().await?;
+                    (Some(auth), Some(token))
+                }
+                None => (None, None),
+            };
+            let url = peer_url(&relay, id)?;
+            if self.spaces.settings.own_relay.as_ref() == Some(&relay) {
+                // The space brings its own material for our own relay.
+                self.insert_relay(relay.clone(), token).await;
+            } else {
+                self.listen_on(&relay, token).await?;
+            }
+            if !self.spaces.record(space_id.clone(), relay.clone(), auth) {
+                // Closed meanwhile: the space endpoint went with the rest.
+                return Err(K2Error::other("transport closed"));
+            }
+            tracing::info!(space = ?space_id, %relay, %url, "per-space relay configured");
+            Ok(Some(url))
+        })
+    }
+
+    fn unconfigure_for_space(&self, space_id: SpaceId) -> BoxFut<'_, K2Result<()>> {
+        Box::pin(async move {
+            if let Release::Remove(relay) = self.spaces.release(&space_id) {
+                let gone = self
+                    .space_endpoints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&relay);
+                if let Some(gone) = gone {
+                    gone.accept.abort();
+                    gone.endpoint.close().await;
+                }
+                tracing::info!(space = ?space_id, %relay, "per-space relay released");
+            }
+            Ok(())
+        })
+    }
+
     fn close(&self) -> BoxFut<'_, ()> {
-        self.abort_tasks();
-        Box::pin(self.inner.close())
+        let space_endpoints = self.stop();
+        Box::pin(async move {
+            for endpoint in space_endpoints {
+                endpoint.close().await;
+            }
+            self.inner.close().await;
+        })
     }
 }
 

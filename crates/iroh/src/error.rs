@@ -87,6 +87,13 @@ pub enum IrohTransportError {
         #[source]
         source: K2Error,
     },
+    /// A space's `authMaterialRelayBase64` is not valid base64.
+    #[error("authMaterialRelayBase64 is not valid base64")]
+    InvalidAuthMaterial {
+        /// The decoder's reason.
+        #[source]
+        source: base64::DecodeError,
+    },
     /// The module config could not be read from or written to kitsune2's
     /// config.
     #[error("iroh transport module config")]

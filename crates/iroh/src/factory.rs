@@ -6,7 +6,8 @@ use crate::config::IrohTransportModConfig;
 use crate::endpoint::{EndpointOptions, bind_endpoint};
 use crate::error::IrohTransportError;
 use crate::relay_auth::RelayAuth;
-use crate::url::parse_relay_url;
+use crate::space_relays::SpaceRelaySettings;
+use crate::url::normalize_relay_url;
 use kitsune2_api::{
     BoxFut, Builder, Config, DefaultTransport, DynTransport, DynTransportFactory, DynTxHandler,
     K2Result, TransportFactory, TxImpHnd,
@@ -71,13 +72,11 @@ impl TransportFactory for IrohTransportFactory {
         Box::pin(async move {
             let config = read_config(&builder.config)?.iroh_transport;
             config.validate()?;
-            let relay_url = match &config.relay_url {
-                // As the incumbent: a relay URL without a trailing '/' gets
-                // one, so its last path segment is kept.
-                Some(url) if url.ends_with('/') => Some(parse_relay_url(url)?),
-                Some(url) => Some(parse_relay_url(&format!("{url}/"))?),
-                None => None,
-            };
+            let relay_url = config
+                .relay_url
+                .as_deref()
+                .map(normalize_relay_url)
+                .transpose()?;
             // Authentication applies when there is a relay of our own and
             // auth material; the relay is then inserted only once a token
             // is in hand.
@@ -93,7 +92,16 @@ impl TransportFactory for IrohTransportFactory {
             })
             .await?;
             let key = *endpoint.id().as_bytes();
-            let endpoint = Arc::new(IrohEndpoint::new(endpoint));
+            let keepalive_interval =
+                Duration::from_secs(u64::from(config.relay_keepalive_interval_s));
+            let endpoint = Arc::new(IrohEndpoint::new(endpoint).with_space_relays(
+                SpaceRelaySettings {
+                    own_relay: relay_url.clone(),
+                    own_auth_material_base64: config.auth_material_relay_base64.clone(),
+                    keepalive_interval,
+                    bind_addr,
+                },
+            ));
             if let (Some(relay), Some(material)) = (relay_url, auth_material) {
                 let auth = Arc::new(RelayAuth::new(&relay, material, key));
                 let token = auth.fetch_token().await?;
@@ -102,9 +110,7 @@ impl TransportFactory for IrohTransportFactory {
                 // update is published.
                 endpoint.insert_relay(relay.clone(), Some(token)).await;
                 tracing::info!(%relay, "authenticated with relay");
-                endpoint.own_task(auth.spawn_keepalive(Duration::from_secs(u64::from(
-                    config.relay_keepalive_interval_s,
-                ))));
+                endpoint.own_task(auth.spawn_keepalive(keepalive_interval));
             }
             let hnd = TxImpHnd::new(handler);
             let core_config = CoreConfig {

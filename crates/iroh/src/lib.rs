@@ -32,6 +32,7 @@ mod factory;
 mod iroh_types;
 pub mod relay;
 mod relay_auth;
+mod space_relays;
 pub mod url;
 
 pub use backend::{IrohConnection, IrohEndpoint, IrohRecvStream, IrohSendStream};

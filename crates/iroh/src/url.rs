@@ -50,6 +50,21 @@ pub fn parse_relay_url(url: &str) -> Result<RelayUrl> {
     Ok(relay)
 }
 
+/// Parses a configured relay URL as the transport uses it: a missing
+/// trailing `/` is added first, so that the last path segment is kept (as
+/// `kitsune2_transport_iroh` does).
+///
+/// # Errors
+///
+/// As [`parse_relay_url`].
+pub fn normalize_relay_url(url: &str) -> Result<RelayUrl> {
+    if url.ends_with('/') {
+        parse_relay_url(url)
+    } else {
+        parse_relay_url(&format!("{url}/"))
+    }
+}
+
 /// The relay part of a peer URL: `{scheme}://{host}:{port}{path}` with the
 /// path's trailing `/` removed.
 fn relay_prefix(relay: &RelayUrl) -> Result<String> {
