@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kitsune2_api::{
-    BoxFut, DefaultTransport, DynTransport, K2Result, SpaceId, Transport, TxBaseHandler, TxHandler,
-    TxImpHnd, TxModuleHandler, TxSpaceHandler, Url,
+    BoxFut, DynTransport, K2Result, SpaceId, Transport, TxBaseHandler, TxHandler, TxModuleHandler,
+    TxSpaceHandler, Url,
 };
-use kitsune2_iroh::endpoint::{EndpointOptions, bind_endpoint};
-use kitsune2_iroh::{IrohEndpoint, RelayUrl};
-use kitsune2_iroh_core::{CoreConfig, CoreTransport, SystemClock};
+use kitsune2_iroh::{IrohTransportConfig, RelayUrl, create_transport};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -26,6 +24,9 @@ use crate::error::CliError;
 const MODULE: &str = "k2iroh";
 const DATA: u8 = 0;
 const ACK: u8 = 1;
+
+/// Connect timeout of the CLI's transports, in seconds.
+const CONNECT_TIMEOUT_S: u32 = 20;
 
 /// How long a node waits for its relay to give it a URL.
 pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,13 +140,6 @@ impl Node {
     /// Binds an endpoint homed on `relay` and waits until the relay gave it
     /// a peer URL.
     pub(crate) async fn start(relay: &RelayUrl) -> Result<Self, CliError> {
-        let endpoint = bind_endpoint(&EndpointOptions {
-            relay_url: Some(relay.clone()),
-            bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            ..EndpointOptions::default()
-        })
-        .await
-        .map_err(|e| CliError::Transport(e.to_string()))?;
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let handler = Arc::new(Handler {
             url: watch::Sender::new(None),
@@ -154,18 +148,20 @@ impl Node {
             transport: OnceLock::new(),
         });
         let mut url_rx = handler.url.subscribe();
-        let hnd = TxImpHnd::new(handler.clone());
-        let imp = CoreTransport::create(
-            Arc::new(IrohEndpoint::new(endpoint)),
-            hnd.clone(),
-            CoreConfig {
-                connect_timeout: Duration::from_secs(20),
-                ..CoreConfig::default()
-            },
-            Arc::new(SystemClock),
+        let config = IrohTransportConfig {
+            relay_url: Some(relay.to_string()),
+            relay_allow_plain_text: true,
+            connect_timeout_s: CONNECT_TIMEOUT_S,
+            ..IrohTransportConfig::default()
+        };
+        let transport = create_transport(
+            &config,
+            Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            None,
+            handler.clone(),
         )
+        .await
         .map_err(|e| CliError::Transport(e.to_string()))?;
-        let transport = DefaultTransport::create(&hnd, imp);
         let _ = handler.transport.set(Arc::downgrade(&transport));
         transport.register_space_handler(space(), handler.clone());
         transport.register_module_handler(space(), MODULE.to_owned(), handler.clone());

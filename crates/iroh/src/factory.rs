@@ -2,7 +2,7 @@
 //! plug in, building the core's transport over an iroh endpoint.
 
 use crate::backend::IrohEndpoint;
-use crate::config::IrohTransportModConfig;
+use crate::config::{IrohTransportConfig, IrohTransportModConfig};
 use crate::endpoint::{EndpointOptions, bind_endpoint};
 use crate::error::IrohTransportError;
 use crate::relay_auth::RelayAuth;
@@ -71,56 +71,77 @@ impl TransportFactory for IrohTransportFactory {
         let bind_addr = self.bind_addr;
         Box::pin(async move {
             let config = read_config(&builder.config)?.iroh_transport;
-            config.validate()?;
-            let relay_url = config
-                .relay_url
-                .as_deref()
-                .map(normalize_relay_url)
-                .transpose()?;
-            // Authentication applies when there is a relay of our own and
-            // auth material; the relay is then inserted only once a token
-            // is in hand.
-            let auth_material = builder
-                .auth_material_relay
-                .clone()
-                .filter(|_| relay_url.is_some());
-            let endpoint = bind_endpoint(&EndpointOptions {
-                relay_url: relay_url.clone(),
+            create_transport(
+                &config,
                 bind_addr,
-                secret_key: None,
-                defer_relay: auth_material.is_some(),
-            })
-            .await?;
-            let key = *endpoint.id().as_bytes();
-            let keepalive_interval =
-                Duration::from_secs(u64::from(config.relay_keepalive_interval_s));
-            let endpoint = Arc::new(IrohEndpoint::new(endpoint).with_space_relays(
-                SpaceRelaySettings {
-                    own_relay: relay_url.clone(),
-                    own_auth_material_base64: config.auth_material_relay_base64.clone(),
-                    keepalive_interval,
-                    bind_addr,
-                },
-            ));
-            if let (Some(relay), Some(material)) = (relay_url, auth_material) {
-                let auth = Arc::new(RelayAuth::new(&relay, material, key));
-                let token = auth.fetch_token().await?;
-                auth.keepalive().await?;
-                // The address watcher runs already, so the relay's address
-                // update is published.
-                endpoint.insert_relay(relay.clone(), Some(token)).await;
-                tracing::info!(%relay, "authenticated with relay");
-                endpoint.own_task(auth.spawn_keepalive(keepalive_interval));
-            }
-            let hnd = TxImpHnd::new(handler);
-            let core_config = CoreConfig {
-                max_frame_bytes: config.max_frame_bytes,
-                connect_timeout: Duration::from_secs(u64::from(config.connect_timeout_s)),
-                ..CoreConfig::default()
-            };
-            let imp =
-                CoreTransport::create(endpoint, hnd.clone(), core_config, Arc::new(SystemClock))?;
-            Ok(DefaultTransport::create(&hnd, imp))
+                builder.auth_material_relay.clone(),
+                handler,
+            )
+            .await
         })
     }
+}
+
+/// Builds a transport from `config` without a kitsune2 `Builder`: what
+/// [`IrohTransportFactory`] does once it has read its module config. For
+/// programs that drive a transport directly (the `k2iroh` CLI).
+///
+/// Binds only `bind_addr` when given. With a relay URL and
+/// `auth_material_relay`, the endpoint authenticates with the relay's
+/// bootstrap server before it inserts the relay.
+///
+/// # Errors
+///
+/// The config does not validate, the endpoint cannot bind, or relay
+/// authentication fails.
+pub async fn create_transport(
+    config: &IrohTransportConfig,
+    bind_addr: Option<SocketAddr>,
+    auth_material_relay: Option<Vec<u8>>,
+    handler: DynTxHandler,
+) -> K2Result<DynTransport> {
+    config.validate()?;
+    let relay_url = config
+        .relay_url
+        .as_deref()
+        .map(normalize_relay_url)
+        .transpose()?;
+    // Authentication applies when there is a relay of our own and auth
+    // material; the relay is then inserted only once a token is in hand.
+    let auth_material = auth_material_relay.filter(|_| relay_url.is_some());
+    let endpoint = bind_endpoint(&EndpointOptions {
+        relay_url: relay_url.clone(),
+        bind_addr,
+        secret_key: None,
+        defer_relay: auth_material.is_some(),
+    })
+    .await?;
+    let key = *endpoint.id().as_bytes();
+    let keepalive_interval = Duration::from_secs(u64::from(config.relay_keepalive_interval_s));
+    let endpoint = Arc::new(
+        IrohEndpoint::new(endpoint).with_space_relays(SpaceRelaySettings {
+            own_relay: relay_url.clone(),
+            own_auth_material_base64: config.auth_material_relay_base64.clone(),
+            keepalive_interval,
+            bind_addr,
+        }),
+    );
+    if let (Some(relay), Some(material)) = (relay_url, auth_material) {
+        let auth = Arc::new(RelayAuth::new(&relay, material, key));
+        let token = auth.fetch_token().await?;
+        auth.keepalive().await?;
+        // The address watcher runs already, so the relay's address update
+        // is published.
+        endpoint.insert_relay(relay.clone(), Some(token)).await;
+        tracing::info!(%relay, "authenticated with relay");
+        endpoint.own_task(auth.spawn_keepalive(keepalive_interval));
+    }
+    let hnd = TxImpHnd::new(handler);
+    let core_config = CoreConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        connect_timeout: Duration::from_secs(u64::from(config.connect_timeout_s)),
+        ..CoreConfig::default()
+    };
+    let imp = CoreTransport::create(endpoint, hnd.clone(), core_config, Arc::new(SystemClock))?;
+    Ok(DefaultTransport::create(&hnd, imp))
 }

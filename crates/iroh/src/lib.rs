@@ -38,5 +38,5 @@ pub mod url;
 pub use backend::{IrohConnection, IrohEndpoint, IrohRecvStream, IrohSendStream};
 pub use config::{IrohTransportConfig, IrohTransportModConfig};
 pub use error::{IrohTransportError, Result};
-pub use factory::IrohTransportFactory;
+pub use factory::{IrohTransportFactory, create_transport};
 pub use iroh_types::{Endpoint, EndpointId, RelayUrl, SecretKey};
