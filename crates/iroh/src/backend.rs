@@ -9,11 +9,11 @@
 //! | `RecvStream`   | `iroh::endpoint::RecvStream` (`read_chunk`) |
 
 use crate::endpoint::ALPN;
-use crate::endpoint::{EndpointOptions, bind_endpoint};
+use crate::endpoint::{EndpointOptions, bind_endpoint, relay_config};
 use crate::error::IrohTransportError;
 use crate::iroh_types::{
     ConnectionError, Endpoint, EndpointAddr, EndpointId, QuicConnection, QuicRecvStream,
-    QuicSendStream, RelayConfig, RelayUrl, TransportAddr, VarInt, Watcher,
+    QuicSendStream, RelayUrl, TransportAddr, VarInt, Watcher,
 };
 use crate::relay_auth::RelayAuth;
 use crate::space_relays::{Release, SpaceRelayPlan, SpaceRelaySettings, SpaceRelays};
@@ -282,10 +282,7 @@ impl Drop for IrohEndpoint {
 }
 
 async fn insert_relay(endpoint: &Endpoint, url: RelayUrl, token: Option<String>) {
-    let mut config = RelayConfig::from(url.clone());
-    if let Some(token) = token {
-        config = config.with_auth_token(token);
-    }
+    let config = relay_config(&url, token);
     endpoint.insert_relay(url, Arc::new(config)).await;
 }
 

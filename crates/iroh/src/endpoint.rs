@@ -7,11 +7,13 @@
 //!   default relays only when no relay URL is given.
 //! - TLS through rustls with the ring provider; no address lookup services
 //!   (no DNS, no pkarr) and no port mapping.
+//! - QUIC address discovery (QAD) against the relay, except for a relay on a
+//!   loopback address (see `relay_config`).
 
 use crate::error::{IrohTransportError, Result};
 use crate::iroh_types::{
-    Endpoint, Minimal, PortmapperConfig, QuicTransportConfig, RelayMap, RelayMode, RelayUrl,
-    SecretKey,
+    Endpoint, Minimal, PortmapperConfig, QuicTransportConfig, RelayConfig, RelayMap, RelayMode,
+    RelayUrl, SecretKey,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +42,33 @@ pub struct EndpointOptions {
     pub defer_relay: bool,
 }
 
+/// How an endpoint uses the relay `url`, presenting `token` as bearer token
+/// on its websocket when given.
+///
+/// QUIC address discovery (QAD) tells an endpoint its address as the relay
+/// sees it, on the relay's QUIC port. A relay on a loopback address (IP or
+/// `localhost`) can only report a loopback address, which the endpoint knows
+/// already, and a relay without a QAD server (such as the embedded one) lets
+/// each probe run into iroh's 3 s probe timeout before the home relay is
+/// chosen; so QAD is off for loopback relays and on for all others.
+pub(crate) fn relay_config(url: &RelayUrl, token: Option<String>) -> RelayConfig {
+    let loopback = match url.host() {
+        Some(::url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(::url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(::url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    let mut config = if loopback {
+        RelayConfig::new(url.clone(), None)
+    } else {
+        RelayConfig::from(url.clone())
+    };
+    if let Some(token) = token {
+        config = config.with_auth_token(token);
+    }
+    config
+}
+
 /// Binds an iroh endpoint configured for the kitsune2 wire protocol.
 ///
 /// # Errors
@@ -59,7 +88,7 @@ pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
         .build();
     let relay_mode = match &options.relay_url {
         Some(_) if options.defer_relay => RelayMode::Custom(RelayMap::empty()),
-        Some(url) => RelayMode::Custom(RelayMap::from_iter([url.clone()])),
+        Some(url) => RelayMode::Custom(RelayMap::from_iter([relay_config(url, None)])),
         None => RelayMode::Default,
     };
     let mut builder = Endpoint::builder(Minimal)
@@ -80,4 +109,42 @@ pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
         .bind()
         .await
         .map_err(|source| IrohTransportError::Bind { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> RelayConfig {
+        relay_config(&url.parse().unwrap(), None)
+    }
+
+    #[test]
+    fn qad_is_off_for_loopback_relays_only() {
+        for loopback in [
+            "http://127.0.0.1:3340/",
+            "http://127.8.9.1/relay/",
+            "http://[::1]:3340/",
+            "https://localhost/",
+            "http://LOCALHOST:1/",
+        ] {
+            assert!(config(loopback).quic.is_none(), "{loopback}");
+        }
+        for remote in [
+            "https://relay.example.org/",
+            "http://10.1.2.3:3340/",
+            "http://[2001:db8::1]/",
+        ] {
+            assert!(config(remote).quic.is_some(), "{remote}");
+        }
+    }
+
+    #[test]
+    fn token_is_kept() {
+        let c = relay_config(
+            &"http://127.0.0.1:1/".parse().unwrap(),
+            Some("t".to_owned()),
+        );
+        assert_eq!(c.auth_token.as_deref(), Some("t"));
+    }
 }
