@@ -1,4 +1,4 @@
-//! What the interop tests share:
+//! What the tests with real transports share:
 //! a node on either crate with a recording handler, and the re-run of a
 //! test inside a private network namespace (`unshare -rn`), since the
 //! incumbent probes the LAN gateway.
@@ -6,8 +6,8 @@
 
 pub use bytes::Bytes;
 pub use kitsune2_api::{
-    BoxFut, Builder, DynTransport, DynTransportFactory, K2Result, SpaceId, Timestamp,
-    TxBaseHandler, TxHandler, TxSpaceHandler, Url,
+    BoxFut, Builder, DynTransport, DynTransportFactory, K2Error, K2Result, SpaceId, Timestamp,
+    TxBaseHandler, TxHandler, TxModuleHandler, TxSpaceHandler, Url,
 };
 pub use kitsune2_iroh::relay::EmbeddedRelay;
 pub use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
@@ -15,6 +15,7 @@ pub use kitsune2_test_utils::space::TEST_SPACE_ID;
 pub use std::net::SocketAddr;
 pub use std::process::Command;
 pub use std::sync::Arc;
+pub use std::sync::atomic::{AtomicBool, Ordering};
 pub use std::time::Duration;
 pub use tokio::sync::{mpsc, watch};
 pub use tokio::time::timeout;
@@ -46,12 +47,23 @@ pub fn in_netns(test_name: &str, body: impl FnOnce()) {
     );
 }
 
+/// Records what kitsune2 tells a node. Registered as the transport's
+/// handler; the space and module handlers ([`SpaceSide`], [`ModuleSide`])
+/// forward to it, so that each `peer_connect` and `peer_disconnect` (which
+/// kitsune2 calls on every handler) is recorded once.
 #[derive(Debug)]
 pub struct Handler {
     pub url: watch::Sender<Option<Url>>,
     pub received: mpsc::UnboundedSender<(Url, Bytes)>,
+    /// Module messages: sender, module, data.
+    pub module_received: mpsc::UnboundedSender<(Url, String, Bytes)>,
+    pub connected: mpsc::UnboundedSender<Url>,
     pub disconnected: mpsc::UnboundedSender<(Url, Option<String>)>,
     pub unresponsive: mpsc::UnboundedSender<Url>,
+    /// The URL of each incoming preflight handed to validation.
+    pub preflights: mpsc::UnboundedSender<Url>,
+    /// When set, every incoming preflight is rejected.
+    pub reject_preflights: AtomicBool,
 }
 
 impl TxBaseHandler for Handler {
@@ -60,21 +72,44 @@ impl TxBaseHandler for Handler {
         Box::pin(async {})
     }
 
+    fn peer_connect(&self, peer: Url) -> K2Result<()> {
+        let _ = self.connected.send(peer);
+        Ok(())
+    }
+
     fn peer_disconnect(&self, peer: Url, reason: Option<String>) {
         let _ = self.disconnected.send((peer, reason));
     }
 }
 
-impl TxHandler for Handler {}
+impl TxHandler for Handler {
+    fn preflight_validate_incoming(&self, peer_url: Url, _data: Bytes) -> BoxFut<'_, K2Result<()>> {
+        let _ = self.preflights.send(peer_url);
+        let reject = self.reject_preflights.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if reject {
+                Err(K2Error::other("preflight rejected by test"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
 
-impl TxSpaceHandler for Handler {
+/// The test space's handler: forwards space events to the [`Handler`].
+#[derive(Debug)]
+pub struct SpaceSide(pub Arc<Handler>);
+
+impl TxBaseHandler for SpaceSide {}
+
+impl TxSpaceHandler for SpaceSide {
     fn recv_space_notify(&self, peer: Url, _space: SpaceId, data: Bytes) -> K2Result<()> {
-        let _ = self.received.send((peer, data));
+        let _ = self.0.received.send((peer, data));
         Ok(())
     }
 
     fn set_unresponsive(&self, peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
-        let _ = self.unresponsive.send(peer);
+        let _ = self.0.unresponsive.send(peer);
         Box::pin(async { Ok(()) })
     }
 
@@ -83,15 +118,58 @@ impl TxSpaceHandler for Handler {
     }
 }
 
+/// A module handler in the test space: forwards module messages to the
+/// [`Handler`].
+#[derive(Debug)]
+pub struct ModuleSide(pub Arc<Handler>);
+
+impl TxBaseHandler for ModuleSide {}
+
+impl TxModuleHandler for ModuleSide {
+    fn recv_module_msg(
+        &self,
+        peer: Url,
+        _space: SpaceId,
+        module: String,
+        data: Bytes,
+    ) -> K2Result<()> {
+        let _ = self.0.module_received.send((peer, module, data));
+        Ok(())
+    }
+}
+
 pub struct Node {
     pub transport: DynTransport,
     pub url: Url,
+    pub handler: Arc<Handler>,
     pub received: mpsc::UnboundedReceiver<(Url, Bytes)>,
+    pub module_received: mpsc::UnboundedReceiver<(Url, String, Bytes)>,
+    pub connected: mpsc::UnboundedReceiver<Url>,
     pub disconnected: mpsc::UnboundedReceiver<(Url, Option<String>)>,
     pub unresponsive: mpsc::UnboundedReceiver<Url>,
+    pub preflights: mpsc::UnboundedReceiver<Url>,
 }
+
+impl Node {
+    /// Delivers `module`'s messages in the test space to `module_received`
+    /// (kitsune2 drops module messages that no handler is registered for).
+    pub fn register_module(&self, module: &str) {
+        self.transport.register_module_handler(
+            TEST_SPACE_ID,
+            module.to_owned(),
+            Arc::new(ModuleSide(self.handler.clone())),
+        );
+    }
+}
+
 /// A node built by `factory` with the config both crates share.
 pub async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: bool) -> Node {
+    node_at(factory, relay.url().as_str(), ours).await
+}
+
+/// A node built by `factory` with the config both crates share, its home
+/// relay at `relay_url`.
+pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) -> Node {
     let builder = Builder {
         transport: factory,
         ..kitsune2_core::default_test_builder()
@@ -100,7 +178,7 @@ pub async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: boo
     .unwrap();
     let json = serde_json::to_value(IrohTransportModConfig {
         iroh_transport: IrohTransportConfig {
-            relay_url: Some(relay.url().to_string()),
+            relay_url: Some(relay_url.to_owned()),
             relay_allow_plain_text: true,
             ..Default::default()
         },
@@ -118,20 +196,27 @@ pub async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: boo
     let builder = Arc::new(builder);
     let (url_tx, mut url_rx) = watch::channel(None);
     let (received_tx, received) = mpsc::unbounded_channel();
+    let (module_tx, module_received) = mpsc::unbounded_channel();
+    let (connected_tx, connected) = mpsc::unbounded_channel();
     let (disconnected_tx, disconnected) = mpsc::unbounded_channel();
     let (unresponsive_tx, unresponsive) = mpsc::unbounded_channel();
+    let (preflights_tx, preflights) = mpsc::unbounded_channel();
     let handler = Arc::new(Handler {
         url: url_tx,
         received: received_tx,
+        module_received: module_tx,
+        connected: connected_tx,
         disconnected: disconnected_tx,
         unresponsive: unresponsive_tx,
+        preflights: preflights_tx,
+        reject_preflights: AtomicBool::new(false),
     });
     let transport = builder
         .transport
         .create(builder.clone(), handler.clone())
         .await
         .unwrap();
-    transport.register_space_handler(TEST_SPACE_ID, handler);
+    transport.register_space_handler(TEST_SPACE_ID, Arc::new(SpaceSide(handler.clone())));
     let url = timeout(BOUND, url_rx.wait_for(Option::is_some))
         .await
         .expect("no listening address in time")
@@ -141,9 +226,13 @@ pub async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: boo
     Node {
         transport,
         url,
+        handler,
         received,
+        module_received,
+        connected,
         disconnected,
         unresponsive,
+        preflights,
     }
 }
 
