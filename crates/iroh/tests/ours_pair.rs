@@ -2,135 +2,16 @@
 //! `disconnect`'s reason reaches the peer, `close` is graceful, and
 //! `dump_network_stats` counts agree across the two sides.
 
-use bytes::Bytes;
-use kitsune2_api::{
-    BoxFut, Builder, DynTransport, DynTransportFactory, K2Result, SpaceId, Timestamp,
-    TxBaseHandler, TxHandler, TxSpaceHandler, Url,
-};
-use kitsune2_iroh::relay::EmbeddedRelay;
-use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
-use kitsune2_test_utils::space::TEST_SPACE_ID;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use tokio::time::timeout;
+mod support;
 
-const BOUND: Duration = Duration::from_secs(30);
-
-#[derive(Debug)]
-struct Handler {
-    url: watch::Sender<Option<Url>>,
-    received: mpsc::UnboundedSender<(Url, Bytes)>,
-    disconnected: mpsc::UnboundedSender<(Url, Option<String>)>,
-    unresponsive: mpsc::UnboundedSender<Url>,
-}
-
-impl TxBaseHandler for Handler {
-    fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
-        self.url.send_replace(Some(this_url));
-        Box::pin(async {})
-    }
-
-    fn peer_disconnect(&self, peer: Url, reason: Option<String>) {
-        let _ = self.disconnected.send((peer, reason));
-    }
-}
-
-impl TxHandler for Handler {}
-
-impl TxSpaceHandler for Handler {
-    fn recv_space_notify(&self, peer: Url, _space: SpaceId, data: Bytes) -> K2Result<()> {
-        let _ = self.received.send((peer, data));
-        Ok(())
-    }
-
-    fn set_unresponsive(&self, peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
-        let _ = self.unresponsive.send(peer);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn is_any_agent_at_url_blocked(&self, _peer_url: &Url) -> K2Result<bool> {
-        Ok(false)
-    }
-}
-
-struct Node {
-    transport: DynTransport,
-    url: Url,
-    received: mpsc::UnboundedReceiver<(Url, Bytes)>,
-    disconnected: mpsc::UnboundedReceiver<(Url, Option<String>)>,
-    unresponsive: mpsc::UnboundedReceiver<Url>,
-}
-/// A node built by `factory`, configured for `relay`.
-async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay) -> Node {
-    let builder = Builder {
-        transport: factory,
-        ..kitsune2_core::default_test_builder()
-    }
-    .with_default_config()
-    .unwrap();
-    let json = serde_json::to_value(IrohTransportModConfig {
-        iroh_transport: IrohTransportConfig {
-            relay_url: Some(relay.url().to_string()),
-            relay_allow_plain_text: true,
-            ..Default::default()
-        },
-    })
-    .unwrap();
-    let config: IrohTransportModConfig = serde_json::from_value(json).unwrap();
-    builder.config.set_module_config(&config).unwrap();
-    builder.validate_config().unwrap();
-    let builder = Arc::new(builder);
-    let (url_tx, mut url_rx) = watch::channel(None);
-    let (received_tx, received) = mpsc::unbounded_channel();
-    let (disconnected_tx, disconnected) = mpsc::unbounded_channel();
-    let (unresponsive_tx, unresponsive) = mpsc::unbounded_channel();
-    let handler = Arc::new(Handler {
-        url: url_tx,
-        received: received_tx,
-        disconnected: disconnected_tx,
-        unresponsive: unresponsive_tx,
-    });
-    let transport = builder
-        .transport
-        .create(builder.clone(), handler.clone())
-        .await
-        .unwrap();
-    transport.register_space_handler(TEST_SPACE_ID, handler);
-    let url = timeout(BOUND, url_rx.wait_for(Option::is_some))
-        .await
-        .expect("no listening address in time")
-        .unwrap()
-        .clone()
-        .unwrap();
-    Node {
-        transport,
-        url,
-        received,
-        disconnected,
-        unresponsive,
-    }
-}
-
-fn ours() -> DynTransportFactory {
-    IrohTransportFactory::create_bound(SocketAddr::from(([127, 0, 0, 1], 0)))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::*;
 
 /// Starts a relay and two nodes on this crate, and connects them: a sends
 /// one notify that b receives.
 async fn connected() -> (EmbeddedRelay, Node, Node) {
     let relay = EmbeddedRelay::start().await.unwrap();
-    let a = node(ours(), &relay).await;
-    let mut b = node(ours(), &relay).await;
+    let a = node(ours(), &relay, true).await;
+    let mut b = node(ours(), &relay, true).await;
     timeout(
         BOUND,
         a.transport
