@@ -26,7 +26,7 @@ use kitsune2_iroh_core::{
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::sync::watch;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
@@ -443,14 +443,37 @@ impl CoreEndpoint for IrohEndpoint {
 }
 
 /// An iroh connection seen through the core's `Connection` trait.
+///
+/// # Invariants
+///
+/// [`remote_close`](Connection::remote_close) keeps reporting the peer's
+/// application close after a later local close: iroh's QUIC replaces a
+/// connection's close reason with "locally closed" when it is closed
+/// locally, so the peer's close is saved first.
 #[derive(Debug)]
 pub struct IrohConnection {
     inner: QuicConnection,
+    /// The peer's application close, saved before a local close.
+    peer_close: OnceLock<(CloseCode, Bytes)>,
 }
 
 impl IrohConnection {
     fn new(inner: QuicConnection) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            peer_close: OnceLock::new(),
+        }
+    }
+
+    /// The peer's application close, as QUIC reports it now.
+    fn peer_close_now(&self) -> Option<(CloseCode, Bytes)> {
+        match self.inner.close_reason()? {
+            ConnectionError::ApplicationClosed(close) => Some((
+                CloseCode::from_wire(close.error_code.into_inner()),
+                close.reason,
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -486,19 +509,20 @@ impl Connection for IrohConnection {
     }
 
     fn close(&self, code: CloseCode, reason: &[u8]) {
+        if let Some(peer) = self.peer_close_now() {
+            // Ignored when already saved: the first close is the peer's.
+            let _ = self.peer_close.set(peer);
+        }
         // QUIC ignores a close after the first, as the trait requires.
         self.inner
             .close(VarInt::from_u32(u32::from(code as u8)), reason);
     }
 
     fn remote_close(&self) -> Option<(CloseCode, Bytes)> {
-        match self.inner.close_reason()? {
-            ConnectionError::ApplicationClosed(close) => Some((
-                CloseCode::from_wire(close.error_code.into_inner()),
-                close.reason,
-            )),
-            _ => None,
-        }
+        self.peer_close
+            .get()
+            .cloned()
+            .or_else(|| self.peer_close_now())
     }
 
     fn is_direct(&self) -> bool {

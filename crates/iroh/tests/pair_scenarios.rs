@@ -7,8 +7,9 @@
 //! down, and a dial through the dead relay fails fast without an
 //! unresponsive mark.
 //!
-//! The `#[ignore]`d tests show transport bugs (each says which); run them
-//! with `--ignored`.
+//! `disconnect_during_traffic_*` and `rejection_reason_reaches_the_dialer_*`
+//! guard a fixed bug: a local close used to hide the peer's close code and
+//! reason (iroh's QUIC replaces the close reason on a local close).
 
 mod support;
 
@@ -356,10 +357,6 @@ async fn scenario_disconnect_during_traffic(relay_url: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "transport bug: a's failed write closes the connection locally (close_failed) \
-            before a's reader reads remote_close(); iroh's close_reason() then answers \
-            LocallyClosed, so b's graceful close (code 1) is reported as a lost connection: \
-            peer_disconnect with an error and set_unresponsive (about half the rounds)"]
 async fn disconnect_during_traffic_via_embedded_relay() {
     let relay = EmbeddedRelay::start().await.unwrap();
     scenario_disconnect_during_traffic(relay.url().as_str()).await;
@@ -367,7 +364,6 @@ async fn disconnect_during_traffic_via_embedded_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "transport bug: see disconnect_during_traffic_via_embedded_relay"]
 async fn disconnect_during_traffic_via_bootstrap_relay() {
     let srv = TestBootstrapSrv::new(false).await;
     scenario_disconnect_during_traffic(&format!("{}/relay", srv.addr())).await;
@@ -510,10 +506,6 @@ async fn scenario_rejection_reason(relay_url: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "transport bug: the dialer's send error says \"closed during the preflight exchange\" \
-            instead of the acceptor's close reason: the reader's cleanup closes the connection \
-            locally before await_usable reads remote_close(), and iroh's close_reason() then \
-            answers LocallyClosed"]
 async fn rejection_reason_reaches_the_dialer_via_embedded_relay() {
     let relay = EmbeddedRelay::start().await.unwrap();
     scenario_rejection_reason(relay.url().as_str()).await;
