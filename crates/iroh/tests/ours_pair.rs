@@ -104,18 +104,8 @@ async fn stats_agree() {
     for _ in 0..3 {
         timeout(BOUND, a.received.recv()).await.unwrap().unwrap();
     }
-    let sa = a
-        .transport
-        .dump_network_stats()
-        .await
-        .unwrap()
-        .transport_stats;
-    let sb = b
-        .transport
-        .dump_network_stats()
-        .await
-        .unwrap()
-        .transport_stats;
+    let sa = stats(&a).await;
+    let sb = stats(&b).await;
     assert_eq!(sa.connections.len(), 1, "{sa:?}");
     assert_eq!(sb.connections.len(), 1, "{sb:?}");
     let (ca, cb) = (&sa.connections[0], &sb.connections[0]);

@@ -50,17 +50,6 @@ fn msg(text: String) -> Bytes {
     Bytes::from(text.into_bytes())
 }
 
-async fn notify(from: &Node, to: &Url, data: Bytes) {
-    timeout(
-        BOUND,
-        from.transport
-            .send_space_notify(to.clone(), TEST_SPACE_ID, data),
-    )
-    .await
-    .expect("notify timed out")
-    .expect("notify failed");
-}
-
 async fn send_module(from: &Node, to: &Url, data: Bytes) {
     timeout(
         BOUND,
@@ -70,14 +59,6 @@ async fn send_module(from: &Node, to: &Url, data: Bytes) {
     .await
     .expect("module send timed out")
     .expect("module send failed");
-}
-
-/// The next event on `rx`, which must come within [`BOUND`].
-async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
-    timeout(BOUND, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no {what} in time"))
-        .expect("handler gone")
 }
 
 /// Nothing is waiting on `rx`.
@@ -98,11 +79,6 @@ async fn peers(node: &Node) -> Vec<Url> {
         .await
         .expect("get_connected_peers timed out")
         .unwrap()
-}
-
-/// The endpoint id in a peer URL: its last segment.
-fn id_hex(url: &Url) -> &str {
-    url.as_str().rsplit('/').next().unwrap()
 }
 
 /// Polls until every connection `node` has is direct, bounded by
@@ -175,23 +151,13 @@ async fn scenario_messages(relay_url: &str) {
     assert_eq!(peers(&a).await, vec![b.url.clone()]);
     assert_eq!(peers(&b).await, vec![a.url.clone()]);
 
-    let sa = a
-        .transport
-        .dump_network_stats()
-        .await
-        .unwrap()
-        .transport_stats;
-    let sb = b
-        .transport
-        .dump_network_stats()
-        .await
-        .unwrap()
-        .transport_stats;
+    let sa = stats(&a).await;
+    let sb = stats(&b).await;
     assert_eq!(sa.connections.len(), 1, "{sa:?}");
     assert_eq!(sb.connections.len(), 1, "{sb:?}");
     let (ca, cb) = (&sa.connections[0], &sb.connections[0]);
-    assert_eq!(ca.pub_key, id_hex(&b.url), "{ca:?}");
-    assert_eq!(cb.pub_key, id_hex(&a.url), "{cb:?}");
+    assert_eq!(ca.pub_key, b.url.peer_id().unwrap(), "{ca:?}");
+    assert_eq!(cb.pub_key, a.url.peer_id().unwrap(), "{cb:?}");
     assert_eq!(ca.send_message_count, 2 * N, "{ca:?}");
     assert_eq!(cb.send_message_count, 2 * N, "{cb:?}");
     assert_eq!(ca.send_message_count, cb.recv_message_count);
@@ -559,7 +525,7 @@ async fn scenario_spoofed_preflight(relay_url: &str) {
     .expect("connect to b timed out")
     .expect("connect to b failed");
     let claimed = a.url.clone();
-    assert_ne!(id_hex(&claimed), spoofer.id().to_string());
+    assert_ne!(claimed.peer_id().unwrap(), spoofer.id().to_string());
     let [h1, b1] = wire(Frame::preflight(
         claimed.as_str(),
         k2proto(K2WireType::Preflight, false, b"spoofed"),

@@ -10,6 +10,7 @@ mod support;
 use base64::Engine as _;
 use kitsune2_api::{Config, Id};
 use kitsune2_bootstrap_srv::{AuthConfig, BootstrapSrv};
+use kitsune2_iroh::url::{parse_peer_url, peer_url};
 use kitsune2_test_utils::auth::AuthHookServer;
 use support::*;
 
@@ -54,36 +55,13 @@ fn space_config(relay_url: &str, material: Option<&[u8]>) -> Config {
 
 /// `node`'s endpoint id on the relay `other` is on.
 fn url_beside(node: &Url, other: &Url) -> Url {
-    let other = other.as_str();
-    let relay = &other[..other.len() - 64];
-    Url::from_str(format!("{relay}{}", node.peer_id().unwrap())).unwrap()
+    let (relay, _) = parse_peer_url(other).unwrap();
+    let (_, id) = parse_peer_url(node).unwrap();
+    peer_url(&relay, id).unwrap()
 }
 
 async fn peer_urls(node: &Node) -> Vec<Url> {
-    node.transport
-        .dump_network_stats()
-        .await
-        .unwrap()
-        .transport_stats
-        .peer_urls
-}
-
-async fn notify(from: &Node, to: &Url, data: &'static [u8]) {
-    timeout(
-        BOUND,
-        from.transport
-            .send_space_notify(to.clone(), TEST_SPACE_ID, Bytes::from_static(data)),
-    )
-    .await
-    .expect("send timed out")
-    .unwrap();
-}
-
-async fn next(node: &mut Node) -> (Url, Bytes) {
-    timeout(BOUND, node.received.recv())
-        .await
-        .expect("no message in time")
-        .unwrap()
+    stats(node).await.peer_urls
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,24 +90,24 @@ async fn a_space_relay_gives_a_url_on_it_to_that_space_and_its_peers() {
     // A peer on the space's relay reaches a at its URL there, and a
     // answers with that URL...
     let mut a = a;
-    notify(&on_r2, &a_on_r2, b"to a on r2").await;
-    let (from, data) = next(&mut a).await;
+    notify(&on_r2, &a_on_r2, Bytes::from_static(b"to a on r2")).await;
+    let (from, data) = next(&mut a.received, "message").await;
     assert_eq!(&data[..], b"to a on r2");
     assert_eq!(from, on_r2.url);
-    notify(&a, &on_r2.url, b"to r2").await;
-    let (from, data) = next(&mut on_r2).await;
+    notify(&a, &on_r2.url, Bytes::from_static(b"to r2")).await;
+    let (from, data) = next(&mut on_r2.received, "message").await;
     assert_eq!(&data[..], b"to r2");
     assert_eq!(from, a_on_r2);
     // ...a peer on a's own relay the global one.
-    notify(&a, &on_r1.url, b"to r1").await;
-    assert_eq!(next(&mut on_r1).await.0, a.url);
+    notify(&a, &on_r1.url, Bytes::from_static(b"to r1")).await;
+    assert_eq!(next(&mut on_r1.received, "message").await.0, a.url);
 
     a.transport.unconfigure_for_space(space2()).await.unwrap();
     assert_eq!(peer_urls(&a).await, vec![a.url.clone()]);
     // A new connection to the peer on r2 presents the global URL again.
     a.transport.disconnect(on_r2.url.clone(), None).await;
-    notify(&a, &on_r2.url, b"again").await;
-    let (from, data) = next(&mut on_r2).await;
+    notify(&a, &on_r2.url, Bytes::from_static(b"again")).await;
+    let (from, data) = next(&mut on_r2.received, "message").await;
     assert_eq!(&data[..], b"again");
     assert_eq!(from, a.url);
 
@@ -227,12 +205,17 @@ async fn a_space_relay_with_auth_material_is_authenticated() {
     let b_urls = peer_urls(&b).await;
     assert_eq!(a_urls.len(), 2, "{a_urls:?}");
     assert!(a_urls[1].as_str().starts_with(&authed), "{a_urls:?}");
-    notify(&b, &a_urls[1], b"over the authenticated relay").await;
-    let (from, data) = next(&mut a).await;
+    notify(
+        &b,
+        &a_urls[1],
+        Bytes::from_static(b"over the authenticated relay"),
+    )
+    .await;
+    let (from, data) = next(&mut a.received, "message").await;
     assert_eq!(&data[..], b"over the authenticated relay");
     assert_eq!(from, b_urls[1], "b presents its url on the space relay");
-    notify(&a, &from, b"back").await;
-    assert_eq!(&next(&mut b).await.1[..], b"back");
+    notify(&a, &from, Bytes::from_static(b"back")).await;
+    assert_eq!(&next(&mut b.received, "message").await.1[..], b"back");
 
     timeout(BOUND, async {
         a.transport.close().await;

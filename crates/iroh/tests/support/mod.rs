@@ -236,6 +236,35 @@ pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) 
     }
 }
 
+/// Sends a space notify from `from` to `to`, within [`BOUND`].
+pub async fn notify(from: &Node, to: &Url, data: Bytes) {
+    timeout(
+        BOUND,
+        from.transport
+            .send_space_notify(to.clone(), TEST_SPACE_ID, data),
+    )
+    .await
+    .expect("notify timed out")
+    .expect("notify failed");
+}
+
+/// The next event on `rx`, which must come within [`BOUND`].
+pub async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    timeout(BOUND, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} in time"))
+        .expect("handler gone")
+}
+
+/// `node`'s transport stats.
+pub async fn stats(node: &Node) -> kitsune2_api::TransportStats {
+    timeout(BOUND, node.transport.dump_network_stats())
+        .await
+        .expect("dump_network_stats timed out")
+        .unwrap()
+        .transport_stats
+}
+
 pub fn ours() -> DynTransportFactory {
     IrohTransportFactory::create_bound(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
