@@ -391,8 +391,7 @@ impl CoreEndpoint for IrohEndpoint {
             let (auth, token) = match auth_material {
                 Some(material) => {
                     let auth = Arc::new(RelayAuth::new(&relay, material, *id.as_bytes()));
-                    let token = auth.fetch_token().await?;
-                    auth.keepalive().await?;
+                    let token = auth.register().await?;
                     (Some(auth), Some(token))
                 }
                 None => (None, None),

@@ -128,8 +128,7 @@ pub async fn create_transport(
     );
     if let (Some(relay), Some(material)) = (relay_url, auth_material) {
         let auth = Arc::new(RelayAuth::new(&relay, material, key));
-        let token = auth.fetch_token().await?;
-        auth.keepalive().await?;
+        let token = auth.register().await?;
         // The address watcher runs already, so the relay's address update
         // is published.
         endpoint.insert_relay(relay.clone(), Some(token)).await;

@@ -33,8 +33,16 @@ impl RelayAuth {
         }
     }
 
+    /// Authenticates before the relay is used: fetches a bearer token for
+    /// the relay websocket and puts the key on the relay's allowlist.
+    pub(crate) async fn register(self: &Arc<Self>) -> Result<String> {
+        let token = self.fetch_token().await?;
+        self.keepalive().await?;
+        Ok(token)
+    }
+
     /// Fetches a bearer token for the relay websocket.
-    pub(crate) async fn fetch_token(self: &Arc<Self>) -> Result<String> {
+    async fn fetch_token(self: &Arc<Self>) -> Result<String> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             kitsune2_bootstrap_client::blocking_fetch_relay_token(
