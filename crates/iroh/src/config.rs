@@ -5,7 +5,8 @@
 //! config written for it reads the same here and the other way round.
 
 use crate::error::{IrohTransportError, Result};
-use crate::url::peer_url_len;
+use crate::iroh_types::RelayUrl;
+use crate::url::{is_loopback_relay, peer_url_len};
 use kitsune2_iroh_codec::{FRAME_HEADER_LEN, PREFLIGHT_URL_LEN_LEN};
 
 /// Default `maxFrameBytes`: 100 MiB, header included.
@@ -82,8 +83,82 @@ impl Default for IrohTransportConfig {
     }
 }
 
+/// When a plain `http` relay URL is accepted without `relayAllowPlainText`.
+///
+/// `kitsune2_transport_iroh` refuses plain http without the flag in
+/// `TransportFactory::validate_config` only, and builds a transport from such
+/// a config when `create` is called without validating first, as kitsune2's
+/// own tests do with a local bootstrap server's relay. The two policies keep
+/// both behaviours while refusing plain http to any other host at `create`.
+///
+/// # Usage
+///
+/// [`IrohTransportConfig::validate`] uses [`Strict`](Self::Strict) (what
+/// `validate_config` runs); [`IrohTransportConfig::validate_for_create`] and
+/// per-space relays (`configure_for_space`) use
+/// [`AllowLoopback`](Self::AllowLoopback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainTextPolicy {
+    /// Plain http needs `relayAllowPlainText`, whatever the host: the
+    /// incumbent's `validate_config` rule.
+    Strict,
+    /// Plain http to a loopback host (127.0.0.0/8, `::1`, `localhost`; see
+    /// [`is_loopback_relay`](crate::url::is_loopback_relay)) is accepted
+    /// without the flag; to any other host it still needs
+    /// `relayAllowPlainText`.
+    AllowLoopback,
+}
+
+impl PlainTextPolicy {
+    /// Checks the parsed relay URL `relay` (`url` as given, for the error)
+    /// against this policy, with `allow_plain_text` the config's
+    /// `relayAllowPlainText`.
+    ///
+    /// # Errors
+    ///
+    /// [`IrohTransportError::PlainTextRelayDisallowed`] when `relay` is
+    /// plain http, `allow_plain_text` is false and the policy does not
+    /// excuse its host.
+    pub fn check(self, relay: &RelayUrl, url: &str, allow_plain_text: bool) -> Result<()> {
+        let excused = match self {
+            Self::Strict => false,
+            Self::AllowLoopback => is_loopback_relay(relay),
+        };
+        if relay.scheme() == "http" && !allow_plain_text && !excused {
+            return Err(IrohTransportError::PlainTextRelayDisallowed {
+                url: url.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl IrohTransportConfig {
-    /// Checks the config, reporting the first problem found.
+    /// Checks the config as `TransportFactory::validate_config` does, with
+    /// the incumbent's plain-text rule ([`PlainTextPolicy::Strict`]): a
+    /// plain `http` relay needs `relayAllowPlainText`, even on loopback.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::validate_with`].
+    pub fn validate(&self) -> Result<()> {
+        self.validate_with(PlainTextPolicy::Strict)
+    }
+
+    /// Checks the config as `create` does ([`PlainTextPolicy::AllowLoopback`]):
+    /// like [`Self::validate`], except that a plain `http` relay on a
+    /// loopback host is accepted without `relayAllowPlainText`, as the
+    /// incumbent's `create` accepts it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::validate_with`].
+    pub fn validate_for_create(&self) -> Result<()> {
+        self.validate_with(PlainTextPolicy::AllowLoopback)
+    }
+
+    /// Checks the config with the plain-text rule `plain_text`, reporting
+    /// the first problem found.
     ///
     /// # Errors
     ///
@@ -94,18 +169,14 @@ impl IrohTransportConfig {
     ///   [`IrohTransportError::RelayUrlWithoutPort`]
     /// - [`IrohTransportError::PlainTextRelayDisallowed`]
     /// - [`IrohTransportError::MaxFrameBytesTooSmall`]
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate_with(&self, plain_text: PlainTextPolicy) -> Result<()> {
         if self.relay_keepalive_interval_s == 0 {
             return Err(IrohTransportError::ZeroKeepaliveInterval);
         }
         let url_len = match &self.relay_url {
             Some(relay_url) => {
                 let relay = crate::url::parse_relay_url(relay_url)?;
-                if relay.scheme() == "http" && !self.relay_allow_plain_text {
-                    return Err(IrohTransportError::PlainTextRelayDisallowed {
-                        url: relay_url.clone(),
-                    });
-                }
+                plain_text.check(&relay, relay_url, self.relay_allow_plain_text)?;
                 peer_url_len(&relay)?
             }
             None => DEFAULT_RELAY_PEER_URL_ALLOWANCE,

@@ -15,6 +15,7 @@ use crate::iroh_types::{
     Endpoint, Minimal, PortmapperConfig, QuicTransportConfig, RelayConfig, RelayMap, RelayMode,
     RelayUrl, SecretKey,
 };
+use crate::url::is_loopback_relay;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -52,13 +53,7 @@ pub struct EndpointOptions {
 /// each probe run into iroh's 3 s probe timeout before the home relay is
 /// chosen; so QAD is off for loopback relays and on for all others.
 pub(crate) fn relay_config(url: &RelayUrl, token: Option<String>) -> RelayConfig {
-    let loopback = match url.host() {
-        Some(::url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(::url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(::url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    let mut config = if loopback {
+    let mut config = if is_loopback_relay(url) {
         RelayConfig::new(url.clone(), None)
     } else {
         RelayConfig::from(url.clone())

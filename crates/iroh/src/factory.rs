@@ -58,11 +58,18 @@ impl TransportFactory for IrohTransportFactory {
         config.set_module_config(&IrohTransportModConfig::default())
     }
 
+    /// Checks the module config with the incumbent's rules
+    /// ([`IrohTransportConfig::validate`]): a plain `http` relay needs
+    /// `relayAllowPlainText` here, even on loopback.
     fn validate_config(&self, config: &Config) -> K2Result<()> {
         read_config(config)?.iroh_transport.validate()?;
         Ok(())
     }
 
+    /// Builds the transport ([`create_transport`]); like the incumbent's
+    /// `create`, it accepts a plain `http` relay on a loopback host without
+    /// `relayAllowPlainText`
+    /// ([`IrohTransportConfig::validate_for_create`]).
     fn create(
         &self,
         builder: Arc<Builder>,
@@ -90,17 +97,22 @@ impl TransportFactory for IrohTransportFactory {
 /// `auth_material_relay`, the endpoint authenticates with the relay's
 /// bootstrap server before it inserts the relay.
 ///
+/// The config is checked with [`IrohTransportConfig::validate_for_create`]:
+/// a plain `http` relay on a loopback host (127.0.0.0/8, `::1`,
+/// `localhost`) needs no `relayAllowPlainText`, one on any other host does.
+///
 /// # Errors
 ///
-/// The config does not validate, the endpoint cannot bind, or relay
-/// authentication fails.
+/// The config does not validate (for example
+/// [`IrohTransportError::PlainTextRelayDisallowed`]), the endpoint cannot
+/// bind, or relay authentication fails.
 pub async fn create_transport(
     config: &IrohTransportConfig,
     bind_addr: Option<SocketAddr>,
     auth_material_relay: Option<Vec<u8>>,
     handler: DynTxHandler,
 ) -> K2Result<DynTransport> {
-    config.validate()?;
+    config.validate_for_create()?;
     let relay_url = config
         .relay_url
         .as_deref()

@@ -11,7 +11,10 @@
 //!   (vectored `write_all_chunks` out, `read_chunk` in, no copies).
 //! - [`config`]: [`IrohTransportConfig`] and [`IrohTransportModConfig`], with
 //!   the same JSON shape and defaults as `kitsune2_transport_iroh`, plus typed
-//!   validation ([`IrohTransportConfig::validate`]).
+//!   validation: [`IrohTransportConfig::validate`] at `validate_config`
+//!   (the incumbent's rules), [`IrohTransportConfig::validate_for_create`]
+//!   at `create`, which also accepts a plain `http` relay on loopback
+//!   ([`PlainTextPolicy`]).
 //! - [`url`]: peer URL = relay URL (path kept) + endpoint id as last segment,
 //!   formatted and parsed exactly like `kitsune2_transport_iroh`.
 //! - [`endpoint`]: the iroh endpoint as the wire protocol needs it (ALPN
@@ -36,7 +39,7 @@ mod space_relays;
 pub mod url;
 
 pub use backend::{IrohConnection, IrohEndpoint, IrohRecvStream, IrohSendStream};
-pub use config::{IrohTransportConfig, IrohTransportModConfig};
+pub use config::{IrohTransportConfig, IrohTransportModConfig, PlainTextPolicy};
 pub use error::{IrohTransportError, Result};
 pub use factory::{IrohTransportFactory, create_transport};
 pub use iroh_types::{Endpoint, EndpointId, RelayUrl, SecretKey};

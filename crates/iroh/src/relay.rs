@@ -3,8 +3,10 @@
 //! For tests, demos and benchmarks that must run without the internet: it
 //! serves the relay protocol over plain `http` on 127.0.0.1 (by default on a
 //! free port) with QUIC address discovery off (`quic: None`), so endpoints
-//! using it come online without waiting for QUIC probes. Transports that use
-//! it need `relayAllowPlainText: true`.
+//! using it come online without waiting for QUIC probes. A config naming it
+//! needs `relayAllowPlainText: true` to pass `validate_config` (the
+//! incumbent's rule); `create` accepts it without the flag, since it is on
+//! loopback ([`PlainTextPolicy`](crate::PlainTextPolicy)).
 //!
 //! # Usage
 //!

@@ -14,15 +14,16 @@
 //!
 //! Unlike the incumbent, everything that can fail does so before
 //! `configure_for_space` returns, with a typed error: a bad URL, plain http
-//! without `relayAllowPlainText`, auth material that is not base64, a failed
-//! token fetch.
+//! to a host other than loopback without `relayAllowPlainText` (the rule
+//! `create` applies, [`PlainTextPolicy::AllowLoopback`]), auth material that
+//! is not base64, a failed token fetch.
 //!
 //! iroh keeps one home relay and closes idle connections to other relays,
 //! so the node listens on a space's relay through an iroh endpoint of its
 //! own with the same key (see [`IrohEndpoint`](crate::IrohEndpoint)); the
 //! main endpoint's relay map, and so the global URL, stay as configured.
 
-use crate::config::IrohTransportModConfig;
+use crate::config::{IrohTransportModConfig, PlainTextPolicy};
 use crate::error::{IrohTransportError, Result};
 use crate::iroh_types::RelayUrl;
 use crate::relay_auth::RelayAuth;
@@ -79,8 +80,8 @@ impl SpaceRelaySettings {
     /// # Errors
     ///
     /// The module config does not read, the relay URL is invalid or plain
-    /// http without `relayAllowPlainText`, or the auth material is not
-    /// base64.
+    /// http to a host other than loopback without `relayAllowPlainText`, or
+    /// the auth material is not base64.
     pub(crate) fn plan(&self, config: &Config) -> Result<Option<SpaceRelayPlan>> {
         let space = config
             .get_module_config::<IrohTransportModConfig>()
@@ -97,11 +98,8 @@ impl SpaceRelaySettings {
         if self.own_relay.as_ref() == Some(&relay) && own_material.is_none() {
             return Ok(None);
         }
-        if relay.scheme() == "http" && !space.relay_allow_plain_text {
-            return Err(IrohTransportError::PlainTextRelayDisallowed {
-                url: url.to_owned(),
-            });
-        }
+        // As at `create`: plain http to a loopback relay needs no flag.
+        PlainTextPolicy::AllowLoopback.check(&relay, url, space.relay_allow_plain_text)?;
         let auth_material = own_material
             .map(|b64| {
                 base64::engine::general_purpose::STANDARD
@@ -311,16 +309,37 @@ mod tests {
             matches!(err, IrohTransportError::InvalidAuthMaterial { .. }),
             "{err}"
         );
-        let plain = config(IrohTransportConfig {
-            relay_url: Some("http://127.0.0.1:2/".to_owned()),
-            relay_allow_plain_text: false,
-            ..IrohTransportConfig::default()
-        });
-        let err = s.plan(&plain).unwrap_err();
-        assert!(
-            matches!(err, IrohTransportError::PlainTextRelayDisallowed { .. }),
-            "{err}"
-        );
+        for remote in ["http://10.0.0.1:2/", "http://example.org/relay"] {
+            let plain = config(IrohTransportConfig {
+                relay_url: Some(remote.to_owned()),
+                relay_allow_plain_text: false,
+                ..IrohTransportConfig::default()
+            });
+            let err = s.plan(&plain).unwrap_err();
+            assert!(
+                matches!(err, IrohTransportError::PlainTextRelayDisallowed { ref url } if url == remote),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_to_a_loopback_space_relay_needs_no_flag() {
+        let s = settings(None);
+        for local in [
+            "http://127.0.0.1:2/",
+            "http://127.5.6.7:2/relay",
+            "http://[::1]:2/",
+            "http://localhost:2/",
+        ] {
+            let plain = config(IrohTransportConfig {
+                relay_url: Some(local.to_owned()),
+                relay_allow_plain_text: false,
+                ..IrohTransportConfig::default()
+            });
+            let plan = s.plan(&plain).unwrap().unwrap();
+            assert_eq!(plan.relay, relay(local));
+        }
     }
 
     #[test]

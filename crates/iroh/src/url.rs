@@ -50,6 +50,21 @@ pub fn parse_relay_url(url: &str) -> Result<RelayUrl> {
     Ok(relay)
 }
 
+/// True when `relay`'s host is a loopback address: an IPv4 address in
+/// 127.0.0.0/8, the IPv6 address `::1`, or the name `localhost` (any case).
+///
+/// Such a relay is reachable from this machine only, so neither plain http
+/// to it ([`PlainTextPolicy::AllowLoopback`](crate::config::PlainTextPolicy))
+/// nor QUIC address discovery against it (`endpoint.rs`) exposes anything.
+pub fn is_loopback_relay(relay: &RelayUrl) -> bool {
+    match relay.host() {
+        Some(::url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(::url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(::url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// Parses a configured relay URL as the transport uses it: a missing
 /// trailing `/` is added first, so that the last path segment is kept (as
 /// `kitsune2_transport_iroh` does).

@@ -1,6 +1,8 @@
 //! Config: JSON compatibility with `kitsune2_transport_iroh` and validation.
 
-use kitsune2_iroh::{IrohTransportConfig, IrohTransportError, IrohTransportModConfig};
+use kitsune2_iroh::{
+    IrohTransportConfig, IrohTransportError, IrohTransportModConfig, PlainTextPolicy,
+};
 use kitsune2_transport_iroh as incumbent;
 
 fn incumbent_full() -> incumbent::IrohTransportModConfig {
@@ -115,6 +117,102 @@ fn https_relay_is_valid_and_http_needs_plain_text() {
         matches!(err, IrohTransportError::PlainTextRelayDisallowed { ref url } if url == "http://127.0.0.1:1/"),
         "{err:?}"
     );
+}
+
+const LOOPBACK_RELAYS: [&str; 5] = [
+    "http://127.0.0.1:3340/",
+    "http://127.5.6.7:3340/relay",
+    "http://[::1]:3340/",
+    "http://localhost:3340/",
+    "http://LocalHost/relay/",
+];
+
+const REMOTE_RELAYS: [&str; 4] = [
+    "http://10.0.0.1:3340/",
+    "http://example.org/relay",
+    "http://[2001:db8::1]:3340/",
+    // Not loopback: only the name `localhost` itself is.
+    "http://localhost.example.org/",
+];
+
+fn assert_plain_text_refused(result: kitsune2_iroh::Result<()>, relay: &str) {
+    match result {
+        Err(IrohTransportError::PlainTextRelayDisallowed { ref url }) => assert_eq!(url, relay),
+        other => panic!("{relay}: expected PlainTextRelayDisallowed, got {other:?}"),
+    }
+}
+
+#[test]
+fn create_accepts_plain_http_on_loopback_without_the_flag() {
+    for relay in LOOPBACK_RELAYS {
+        let config = with_relay(relay, false);
+        config.validate_for_create().unwrap();
+        config
+            .validate_with(PlainTextPolicy::AllowLoopback)
+            .unwrap();
+        // validate_config's rule is the incumbent's: refused, loopback or not.
+        assert_plain_text_refused(config.validate(), relay);
+        assert_plain_text_refused(config.validate_with(PlainTextPolicy::Strict), relay);
+    }
+}
+
+#[test]
+fn create_refuses_plain_http_elsewhere_without_the_flag() {
+    for relay in REMOTE_RELAYS {
+        let config = with_relay(relay, false);
+        assert_plain_text_refused(config.validate_for_create(), relay);
+        assert_plain_text_refused(config.validate(), relay);
+        let k2: kitsune2_api::K2Error = config.validate_for_create().unwrap_err().into();
+        assert!(
+            k2.to_string().contains("relayAllowPlainText is false"),
+            "{k2}"
+        );
+        // The flag allows it under either policy.
+        let flagged = with_relay(relay, true);
+        flagged.validate().unwrap();
+        flagged.validate_for_create().unwrap();
+    }
+    // https needs no flag anywhere.
+    for relay in ["https://example.org/relay", "https://127.0.0.1:443/"] {
+        with_relay(relay, false).validate().unwrap();
+        with_relay(relay, false).validate_for_create().unwrap();
+    }
+}
+
+/// `TransportFactory::validate_config` refuses a plain http relay on
+/// loopback without the flag, in both crates.
+#[test]
+fn validate_config_refuses_plain_loopback_like_the_incumbent() {
+    use kitsune2_api::{Builder, DynTransportFactory};
+    let check = |factory: DynTransportFactory, ours: bool, relay: &str| {
+        let builder = Builder {
+            transport: factory,
+            ..kitsune2_core::default_test_builder()
+        }
+        .with_default_config()
+        .unwrap();
+        let json = serde_json::to_value(IrohTransportModConfig {
+            iroh_transport: with_relay(relay, false),
+        })
+        .unwrap();
+        if ours {
+            let config: IrohTransportModConfig = serde_json::from_value(json).unwrap();
+            builder.config.set_module_config(&config).unwrap();
+        } else {
+            let config: incumbent::IrohTransportModConfig = serde_json::from_value(json).unwrap();
+            builder.config.set_module_config(&config).unwrap();
+        }
+        builder.validate_config().unwrap_err().to_string()
+    };
+    for relay in LOOPBACK_RELAYS {
+        let ours = check(kitsune2_iroh::IrohTransportFactory::create(), true, relay);
+        assert!(ours.contains("relayAllowPlainText is false"), "{ours}");
+        let theirs = check(incumbent::IrohTransportFactory::create(), false, relay);
+        assert!(
+            theirs.contains("Disallowed plaintext relay URL"),
+            "{theirs}"
+        );
+    }
 }
 
 #[test]

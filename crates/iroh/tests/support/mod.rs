@@ -170,6 +170,22 @@ pub async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: boo
 /// A node built by `factory` with the config both crates share, its home
 /// relay at `relay_url`.
 pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) -> Node {
+    let builder = builder_for(factory, relay_url, ours, true);
+    builder.validate_config().unwrap();
+    try_node(Arc::new(builder)).await.unwrap()
+}
+
+/// A kitsune2 `Builder` made as kitsune2's own tests make one:
+/// `default_test_builder` with `factory`, `with_default_config`, then the
+/// module config of `ours` (or the incumbent's) with `relayUrl` =
+/// `relay_url` and `relayAllowPlainText` = `allow_plain_text`. Not
+/// validated.
+pub fn builder_for(
+    factory: DynTransportFactory,
+    relay_url: &str,
+    ours: bool,
+    allow_plain_text: bool,
+) -> Builder {
     let builder = Builder {
         transport: factory,
         ..kitsune2_core::default_test_builder()
@@ -179,7 +195,7 @@ pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) 
     let json = serde_json::to_value(IrohTransportModConfig {
         iroh_transport: IrohTransportConfig {
             relay_url: Some(relay_url.to_owned()),
-            relay_allow_plain_text: true,
+            relay_allow_plain_text: allow_plain_text,
             ..Default::default()
         },
     })
@@ -192,8 +208,13 @@ pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) 
             serde_json::from_value(json).unwrap();
         builder.config.set_module_config(&config).unwrap();
     }
-    builder.validate_config().unwrap();
-    let builder = Arc::new(builder);
+    builder
+}
+
+/// A node whose transport `builder.transport.create` makes (without
+/// validating the config first), once it has a listening address; the
+/// error of `create` if it fails.
+pub async fn try_node(builder: Arc<Builder>) -> K2Result<Node> {
     let (url_tx, mut url_rx) = watch::channel(None);
     let (received_tx, received) = mpsc::unbounded_channel();
     let (module_tx, module_received) = mpsc::unbounded_channel();
@@ -214,8 +235,7 @@ pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) 
     let transport = builder
         .transport
         .create(builder.clone(), handler.clone())
-        .await
-        .unwrap();
+        .await?;
     transport.register_space_handler(TEST_SPACE_ID, Arc::new(SpaceSide(handler.clone())));
     let url = timeout(BOUND, url_rx.wait_for(Option::is_some))
         .await
@@ -223,7 +243,7 @@ pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) 
         .unwrap()
         .clone()
         .unwrap();
-    Node {
+    Ok(Node {
         transport,
         url,
         handler,
@@ -233,7 +253,7 @@ pub async fn node_at(factory: DynTransportFactory, relay_url: &str, ours: bool) 
         disconnected,
         unresponsive,
         preflights,
-    }
+    })
 }
 
 /// Sends a space notify from `from` to `to`, within [`BOUND`].
