@@ -32,5 +32,9 @@ impl CloseCode {
 /// Reason text of the close `close()` sends to every peer.
 pub const TRANSPORT_CLOSED_REASON: &str = "Transport closed";
 
+/// Reason text of the code-0 close a dropped (not closed) transport sends:
+/// peers take it as a lost connection.
+pub const TRANSPORT_DROPPED_REASON: &str = "Transport dropped";
+
 /// Reason text of a superseded connection's close.
 pub const SUPERSEDED_REASON: &str = "superseded by preferred connection";

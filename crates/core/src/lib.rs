@@ -22,7 +22,7 @@ mod registry;
 mod traits;
 mod transport;
 
-pub use close::{CloseCode, SUPERSEDED_REASON, TRANSPORT_CLOSED_REASON};
+pub use close::{CloseCode, SUPERSEDED_REASON, TRANSPORT_CLOSED_REASON, TRANSPORT_DROPPED_REASON};
 pub use config::{CoreConfig, PREFLIGHT_TIMEOUT};
 pub use conn::ConnState;
 pub use error::CoreError;
@@ -31,4 +31,4 @@ pub use traits::{
     Connection, DynConnection, DynRecvStream, DynSendStream, Endpoint, EndpointId, RecvStream,
     SendStream, SystemClock, WallClock,
 };
-pub use transport::{ConnInfo, CoreTransport};
+pub use transport::{ConnInfo, CoreTransport, DROP_FLUSH_TIMEOUT};

@@ -17,7 +17,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::close::{CloseCode, TRANSPORT_CLOSED_REASON};
+use crate::close::{CloseCode, TRANSPORT_CLOSED_REASON, TRANSPORT_DROPPED_REASON};
 use crate::config::CoreConfig;
 use crate::conn::{Conn, ConnState};
 use crate::error::CoreError;
@@ -147,6 +147,15 @@ impl CoreTransport {
     }
 }
 
+/// Dropping without [`TxImp::close`] is a crash as peers see it, as with
+/// `kitsune2_transport_iroh`: every connection is closed with code 0
+/// ([`CloseCode::Unspecified`]), so peers report it lost and mark this node
+/// unresponsive. Only `close()` says goodbye gracefully.
+///
+/// It needs no runtime and never panics. Inside a tokio runtime it hands the
+/// endpoint to a task that closes it, bounded by [`DROP_FLUSH_TIMEOUT`], so
+/// the close packets actually leave before the sockets go; outside one, the
+/// close is best effort.
 impl Drop for CoreTransport {
     fn drop(&mut self) {
         if self.shared.closed.swap(true, Ordering::SeqCst) {
@@ -158,10 +167,22 @@ impl Drop for CoreTransport {
         let conns = self.shared.registry.lock().expect("poisoned").drain();
         for (c, _) in conns {
             c.abort_reader();
-            c.close_local(CloseCode::Graceful, TRANSPORT_CLOSED_REASON);
+            c.close_local(CloseCode::Unspecified, TRANSPORT_DROPPED_REASON);
+        }
+        self.shared.dial_locks.lock().expect("poisoned").clear();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let endpoint = self.shared.endpoint.clone();
+            rt.spawn(async move {
+                if timeout(DROP_FLUSH_TIMEOUT, endpoint.close()).await.is_err() {
+                    debug!("endpoint close after drop timed out");
+                }
+            });
         }
     }
 }
+
+/// How long a dropped transport's endpoint gets to send its close packets.
+pub const DROP_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Shared {
     fn now(&self) -> Timestamp {
@@ -494,7 +515,10 @@ impl Shared {
 
     /// Ends a connection whose reader stopped, and reports it.
     async fn cleanup(&self, conn: &Arc<Conn>, exit: CoreError) {
-        let was_active = self.registry.lock().expect("poisoned").remove(conn);
+        // A send may have taken a deliberately closed connection out of the
+        // registry already (to redial); it was still active until now.
+        let was_active = self.registry.lock().expect("poisoned").remove(conn)
+            || conn.state() == ConnState::Active;
         let remote_close = conn.connection.remote_close();
         let superseded = conn.state() == ConnState::Superseded
             || matches!(remote_close, Some((CloseCode::Superseded, _)));
@@ -621,8 +645,13 @@ impl Shared {
                 )
                 .await
             {
-                conn.close_failed(&e.to_string());
-                return Err(e);
+                if conn.state() != ConnState::Superseded {
+                    conn.close_failed(&e.to_string());
+                    return Err(e);
+                }
+                // The peer's own dial won while ours was opening its stream:
+                // wait for that connection instead.
+                debug!(%url, %e, "dial superseded before its preflight went out");
             }
         }
         self.await_usable(conn, addr).await
@@ -682,8 +711,22 @@ impl Shared {
             return Err(CoreError::SelfConnect);
         }
         let conn = self.connection_for(&addr).await?;
-        if let Err(e) = conn.write_data(data, &self.limits).await {
+        let Err(e) = conn.write_data(data.clone(), &self.limits).await else {
+            return Ok(());
+        };
+        if !conn.ended_deliberately() {
             // The reader notices the failed connection and reports it.
+            conn.close_failed(&e.to_string());
+            return Err(e);
+        }
+        // The connection was being closed on purpose underneath this send
+        // (a disconnect by either side, or supersession): the frame did not
+        // go out whole, so the peer cannot have it. Forget that connection
+        // and send once more over a new or the winning one.
+        debug!(%peer, %e, "connection closed under a send; redialling");
+        self.registry.lock().expect("poisoned").remove(&conn);
+        let conn = self.connection_for(&addr).await?;
+        if let Err(e) = conn.write_data(data, &self.limits).await {
             conn.close_failed(&e.to_string());
             return Err(e);
         }
@@ -795,9 +838,9 @@ impl TxImp for CoreTransport {
         Box::pin(async move { Ok(self.shared.send(peer, data).await?) })
     }
 
+    /// After `close()`: `Ok` and empty, as the incumbent answers.
     fn get_connected_peers(&self) -> BoxFut<'_, K2Result<Vec<Url>>> {
         Box::pin(async move {
-            self.shared.check_open()?;
             let active = self.shared.registry.lock().expect("poisoned").all_active();
             Ok(active
                 .iter()
@@ -806,11 +849,9 @@ impl TxImp for CoreTransport {
         })
     }
 
+    /// After `close()`: `Ok` with no connections, as the incumbent answers.
     fn dump_network_stats(&self) -> BoxFut<'_, K2Result<TransportStats>> {
-        Box::pin(async move {
-            self.shared.check_open()?;
-            Ok(self.shared.stats())
-        })
+        Box::pin(async move { Ok(self.shared.stats()) })
     }
 
     fn configure_for_space(&self, space_id: SpaceId, config: &Config) -> BoxFut<'_, K2Result<()>> {

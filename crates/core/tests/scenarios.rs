@@ -223,7 +223,67 @@ async fn close_disconnects_peers_gracefully_and_refuses_later_calls() {
             .await
             .is_err()
     );
-    assert!(a.imp.get_connected_peers().await.is_err());
+    // Queries still answer, as the incumbent's do.
+    assert_eq!(
+        a.imp.get_connected_peers().await.unwrap(),
+        Vec::<Url>::new()
+    );
+    assert!(
+        a.imp
+            .dump_network_stats()
+            .await
+            .unwrap()
+            .connections
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_close_queries_answer_and_the_handler_is_released() {
+    let (_net, a, b) = connected_pair().await;
+    assert_eq!(
+        a.tx.get_connected_peers().await.unwrap(),
+        vec![b.url.clone()]
+    );
+    a.tx.close().await;
+    assert_eq!(a.tx.get_connected_peers().await.unwrap(), Vec::<Url>::new());
+    let stats = a.tx.dump_network_stats().await.unwrap();
+    assert!(stats.transport_stats.connections.is_empty());
+    assert!(
+        a.tx.send_module(
+            b.url.clone(),
+            space(),
+            MODULE.to_owned(),
+            Bytes::from_static(b"x")
+        )
+        .await
+        .is_err()
+    );
+    // A second close returns at once (paused time would show any wait).
+    let before = tokio::time::Instant::now();
+    a.tx.close().await;
+    assert_eq!(before.elapsed(), Duration::ZERO);
+    settle().await;
+    // Only the test's own reference to the handler is left, although the
+    // transport is still held.
+    assert_eq!(Arc::strong_count(&a.rec), 1);
+    drop(a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drop_without_close_is_a_lost_connection_to_peers() {
+    let (_net, a, b) = connected_pair().await;
+    let a_url = a.url.clone();
+    drop(a);
+    settle().await;
+    let ev = b.events();
+    assert_eq!(ev.disconnects.len(), 1, "{:?}", ev.disconnects);
+    assert_eq!(ev.disconnects[0].0, a_url);
+    assert!(
+        ev.disconnects[0].1.is_some(),
+        "a lost connection has an error"
+    );
+    assert_eq!(ev.unresponsive, vec![a_url], "a crash marks the peer");
 }
 
 #[tokio::test(start_paused = true)]
@@ -238,6 +298,21 @@ async fn lost_connection_reports_once_and_marks_unresponsive() {
     // Reconnect after loss.
     a.send(&b, b"again").await.unwrap();
     assert_eq!(&b.recv().await.1[..], b"again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_racing_the_peers_disconnect_redials() {
+    for code in [CloseCode::Graceful, CloseCode::Superseded] {
+        let (net, a, mut b) = connected_pair().await;
+        // The peer's close lands, and a sends before its reader noticed.
+        net.kill(a.id, b.id, Some((code, Bytes::from_static(b"bye"))));
+        a.send(&b, b"after")
+            .await
+            .unwrap_or_else(|e| panic!("{code:?}: {e}"));
+        assert_eq!(&b.recv().await.1[..], b"after");
+        settle().await;
+        assert!(a.events().unresponsive.is_empty(), "{code:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
