@@ -151,6 +151,18 @@ impl Conn {
         self.locally_closed.load(Ordering::SeqCst)
     }
 
+    /// True when this connection was closed on purpose, by either side:
+    /// locally (disconnect, transport close, supersession) or by the
+    /// peer's graceful or superseded close.
+    pub(crate) fn ended_deliberately(&self) -> bool {
+        self.is_locally_closed()
+            || self.state() == ConnState::Superseded
+            || matches!(
+                self.connection.remote_close(),
+                Some((CloseCode::Graceful | CloseCode::Superseded, _))
+            )
+    }
+
     /// Closes on purpose (disconnect, transport close, superseded): the
     /// reader's exit then reports nothing.
     pub(crate) fn close_local(&self, code: CloseCode, reason: &str) {

@@ -5,7 +5,8 @@
 //! channels of chunks, so a slow reader slows its writer (backpressure).
 //! Faults: refuse or delay connects ([`MemNetwork::refuse_connects`],
 //! [`MemNetwork::delay_connects`]), fail writes
-//! ([`MemNetwork::fail_writes`]), kill connections with or without an
+//! ([`MemNetwork::fail_writes`]), one-way latency per sender
+//! ([`MemNetwork::set_latency`]), kill connections with or without an
 //! application close ([`MemNetwork::kill`]), and a home relay known down
 //! ([`MemEndpoint::set_home_relay_down`]). Raw bytes, malformed frames and
 //! streams stalled mid-frame come from driving a [`MemConnection`] by hand.
@@ -76,6 +77,7 @@ struct NetState {
     refuse: HashSet<EndpointId>,
     delay: HashMap<EndpointId, Duration>,
     fail_writes: HashSet<EndpointId>,
+    latency: HashMap<EndpointId, Duration>,
     pairs: Vec<Weak<Pair>>,
 }
 
@@ -126,6 +128,26 @@ impl MemNetwork {
             Some(d) => s.delay.insert(to, d),
             None => s.delay.remove(&to),
         };
+    }
+
+    /// Delays every chunk `from` writes by `latency` before its reader gets
+    /// it (`None`: no delay), keeping order: a one-way network latency.
+    pub fn set_latency(&self, from: EndpointId, latency: Option<Duration>) {
+        let mut s = self.state.lock().expect("poisoned");
+        match latency {
+            Some(d) => s.latency.insert(from, d),
+            None => s.latency.remove(&from),
+        };
+    }
+
+    fn latency(&self, from: &EndpointId) -> Duration {
+        self.state
+            .lock()
+            .expect("poisoned")
+            .latency
+            .get(from)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Makes every stream write by `from` fail (or work again).
@@ -379,6 +401,7 @@ impl MemConnection {
         self.to_peer
             .send(MemRecvStream {
                 rx,
+                pending: None,
                 pair: self.pair.clone(),
             })
             .map_err(|_| CoreError::io("open_uni", "connection closed"))?;
@@ -406,7 +429,12 @@ impl Connection for MemConnection {
     }
 
     fn open_uni(&self) -> BoxFut<'_, Result<DynSendStream, CoreError>> {
-        Box::pin(async move { Ok(Box::new(self.open_raw()?) as DynSendStream) })
+        Box::pin(async move {
+            // Opening a stream is asynchronous on a real network: let other
+            // tasks run here, as they could there.
+            tokio::task::yield_now().await;
+            Ok(Box::new(self.open_raw()?) as DynSendStream)
+        })
     }
 
     fn accept_uni(&self) -> BoxFut<'_, Result<DynRecvStream, CoreError>> {
@@ -440,7 +468,7 @@ impl Connection for MemConnection {
 
 /// Sending half of an in-memory stream.
 pub struct MemSendStream {
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::Sender<(tokio::time::Instant, Bytes)>>,
     pair: Arc<Pair>,
     from: EndpointId,
     net: Weak<MemNetwork>,
@@ -486,8 +514,14 @@ impl SendStream for MemSendStream {
                 if chunk.is_empty() {
                     continue;
                 }
+                let latency = self
+                    .net
+                    .upgrade()
+                    .map(|n| n.latency(&self.from))
+                    .unwrap_or_default();
+                let arrives = tokio::time::Instant::now() + latency;
                 tokio::select! {
-                    r = tx.send(chunk) => r.map_err(|_| CoreError::io("write", "stream stopped"))?,
+                    r = tx.send((arrives, chunk)) => r.map_err(|_| CoreError::io("write", "stream stopped"))?,
                     () = self.pair.wait_closed() => return Err(CoreError::io("write", "connection closed")),
                 }
             }
@@ -498,7 +532,10 @@ impl SendStream for MemSendStream {
 
 /// Receiving half of an in-memory stream.
 pub struct MemRecvStream {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<(tokio::time::Instant, Bytes)>,
+    /// A chunk taken off the channel that has not arrived yet (latency);
+    /// kept here so that a cancelled read loses nothing.
+    pending: Option<(tokio::time::Instant, Bytes)>,
     pair: Arc<Pair>,
 }
 
@@ -511,9 +548,17 @@ impl fmt::Debug for MemRecvStream {
 impl RecvStream for MemRecvStream {
     fn read_chunk(&mut self) -> BoxFut<'_, Result<Option<Bytes>, CoreError>> {
         Box::pin(async move {
+            let next = async {
+                if self.pending.is_none() {
+                    self.pending = self.rx.recv().await;
+                }
+                let arrives = self.pending.as_ref()?.0;
+                tokio::time::sleep_until(arrives).await;
+                self.pending.take().map(|(_, chunk)| chunk)
+            };
             tokio::select! {
                 biased;
-                c = self.rx.recv() => Ok(c),
+                c = next => Ok(c),
                 () = self.pair.wait_closed() => Err(CoreError::io("read", "connection closed")),
             }
         })

@@ -144,3 +144,68 @@ async fn exactly_simultaneous_first_sends() {
         assert_eq!(a_kept_own, x > y, "the larger id's dial survives");
     }
 }
+
+/// One run of rounds in which both sides send to each other at once, wait
+/// for both sends, then both disconnect at once. Every send must return
+/// `Ok`: a send that finds its connection being closed redials.
+#[derive(Debug, Clone)]
+struct RaceCase {
+    flip: bool,
+    /// Per round: a's and b's connect delays, b's disconnect delay, and
+    /// a's and b's one-way latency (ms).
+    rounds: Vec<(u64, u64, u64, u64, u64)>,
+}
+
+fn arb_race() -> impl Strategy<Value = RaceCase> {
+    (
+        any::<bool>(),
+        proptest::collection::vec((0u64..5, 0u64..5, 0u64..3, 0u64..4, 0u64..4), 2..12),
+    )
+        .prop_map(|(flip, rounds)| RaceCase { flip, rounds })
+}
+
+async fn race(case: RaceCase) {
+    let net = MemNetwork::new();
+    let (x, y) = if case.flip { (1, 2) } else { (2, 1) };
+    let mut a = Node::with_config(&net, [x; 32], config());
+    let mut b = Node::with_config(&net, [y; 32], config());
+    for (round, (a_delay, b_delay, disc_delay, a_lat, b_lat)) in case.rounds.into_iter().enumerate()
+    {
+        net.delay_connects(b.id, Some(Duration::from_millis(a_delay)));
+        net.delay_connects(a.id, Some(Duration::from_millis(b_delay)));
+        net.set_latency(a.id, Some(Duration::from_millis(a_lat)));
+        net.set_latency(b.id, Some(Duration::from_millis(b_lat)));
+        let msg = Bytes::from(format!("round {round}"));
+        let send = |from: &Node, to: kitsune2_api::Url| {
+            let tx = from.tx.clone();
+            let msg = msg.clone();
+            async move { tx.send_module(to, space(), MODULE.to_owned(), msg).await }
+        };
+        let (ra, rb) = tokio::join!(send(&a, b.url.clone()), send(&b, a.url.clone()));
+        ra.unwrap_or_else(|e| panic!("round {round}: a's send failed: {e}"));
+        rb.unwrap_or_else(|e| panic!("round {round}: b's send failed: {e}"));
+        let (ta, tb) = (a.tx.clone(), b.tx.clone());
+        let (au, bu) = (a.url.clone(), b.url.clone());
+        tokio::join!(ta.disconnect(bu, None), async move {
+            tokio::time::sleep(Duration::from_millis(disc_delay)).await;
+            tb.disconnect(au, None).await;
+        });
+    }
+    settle().await;
+    while a.inbox.try_recv().is_ok() {}
+    while b.inbox.try_recv().is_ok() {}
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn simultaneous_disconnect_and_resend_never_fails_a_send(case in arb_race()) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(race(case));
+    }
+}
