@@ -3,6 +3,21 @@
 //! The module config lives under the key `irohTransport`; field names are
 //! camelCase. Defaults match `kitsune2_transport_iroh` 0.6.0-dev.3, so a
 //! config written for it reads the same here and the other way round.
+//!
+//! # JSON schema
+//!
+//! With the `schema` feature both types implement `schemars::JsonSchema`
+//! (schemars 1.2, properties in declaration order), in the shape of
+//! `kitsune2_transport_iroh`'s: the same keys in the same order with the
+//! same types, `irohTransport` required, no key under it required. Two
+//! differences, both on purpose:
+//!
+//! - Ours names every key; the incumbent's leaves out
+//!   `authMaterialRelayBase64`.
+//! - Each key's `default` is the value [`IrohTransportConfig::default`]
+//!   gives it (`maxFrameBytes` 104857600, `connectTimeoutS` 60,
+//!   `relayKeepaliveIntervalS` 120); the incumbent's schema states 0 for
+//!   those three, the zero of their type, not its actual defaults.
 
 use crate::error::{IrohTransportError, Result};
 use crate::iroh_types::RelayUrl;
@@ -29,6 +44,10 @@ pub const DEFAULT_RELAY_PEER_URL_ALLOWANCE: usize = 256;
 /// override only the relay fields (`relayUrl`, `relayAllowPlainText`,
 /// `authMaterialRelayBase64`) are used.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+// Schema only: every key optional, defaults from `Default`. Deserializing
+// still requires the keys the incumbent requires.
+#[cfg_attr(feature = "schema", schemars(default))]
 #[serde(rename_all = "camelCase")]
 pub struct IrohTransportConfig {
     /// Relay to use as home relay. `None` uses iroh's default relays.
@@ -194,6 +213,7 @@ impl IrohTransportConfig {
 
 /// Module-level wrapper: the config sits under the key `irohTransport`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IrohTransportModConfig {
     /// The transport config.
