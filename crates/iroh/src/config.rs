@@ -122,7 +122,7 @@ pub enum PlainTextPolicy {
     /// incumbent's `validate_config` rule.
     Strict,
     /// Plain http to a loopback host (127.0.0.0/8, `::1`, `localhost`; see
-    /// [`is_loopback_relay`](crate::url::is_loopback_relay)) is accepted
+    /// [`is_loopback_relay`]) is accepted
     /// without the flag; to any other host it still needs
     /// `relayAllowPlainText`.
     AllowLoopback,
