@@ -23,6 +23,16 @@
 //! - [`relay`]: an embedded iroh-relay server on loopback with plain HTTP, for
 //!   tests, demos and benchmarks that must not need the internet.
 //!
+//! # Features
+//!
+//! As `kitsune2_transport_iroh`'s:
+//!
+//! - `schema`: `schemars::JsonSchema` for the config types (see
+//!   [`config`]).
+//! - `test-utils`: the `test_utils` module, a test harness on an embedded
+//!   relay and a `MockTxHandler`, with the names of the incumbent's
+//!   `test_utils`.
+//!
 //! Every iroh type the crate uses enters through one private module, so the
 //! seam to iroh is visible at a glance; the ones that appear in the public API
 //! are re-exported here.
@@ -36,6 +46,8 @@ mod iroh_types;
 pub mod relay;
 mod relay_auth;
 mod space_relays;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod url;
 
 pub use backend::{IrohConnection, IrohEndpoint, IrohRecvStream, IrohSendStream};
