@@ -15,7 +15,7 @@ pub use kitsune2_test_utils::space::TEST_SPACE_ID;
 pub use std::net::SocketAddr;
 pub use std::process::Command;
 pub use std::sync::Arc;
-pub use std::sync::atomic::{AtomicBool, Ordering};
+pub use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 pub use std::time::Duration;
 pub use tokio::sync::{mpsc, watch};
 pub use tokio::time::timeout;
@@ -64,6 +64,8 @@ pub struct Handler {
     pub preflights: mpsc::UnboundedSender<Url>,
     /// When set, every incoming preflight is rejected.
     pub reject_preflights: AtomicBool,
+    /// Length of the preflight data this node sends (zeros); 0 by default.
+    pub preflight_len: AtomicUsize,
 }
 
 impl TxBaseHandler for Handler {
@@ -83,6 +85,11 @@ impl TxBaseHandler for Handler {
 }
 
 impl TxHandler for Handler {
+    fn preflight_gather_outgoing(&self, _peer_url: Url) -> BoxFut<'_, K2Result<Bytes>> {
+        let len = self.preflight_len.load(Ordering::SeqCst);
+        Box::pin(async move { Ok(Bytes::from(vec![0; len])) })
+    }
+
     fn preflight_validate_incoming(&self, peer_url: Url, _data: Bytes) -> BoxFut<'_, K2Result<()>> {
         let _ = self.preflights.send(peer_url);
         let reject = self.reject_preflights.load(Ordering::SeqCst);
@@ -186,6 +193,21 @@ pub fn builder_for(
     ours: bool,
     allow_plain_text: bool,
 ) -> Builder {
+    let config = IrohTransportConfig {
+        relay_url: Some(relay_url.to_owned()),
+        relay_allow_plain_text: allow_plain_text,
+        ..Default::default()
+    };
+    builder_with(factory, config, ours)
+}
+
+/// As [`builder_for`], with the module config `config` (given as ours,
+/// read by the incumbent's type from its JSON when `!ours`).
+pub fn builder_with(
+    factory: DynTransportFactory,
+    config: IrohTransportConfig,
+    ours: bool,
+) -> Builder {
     let builder = Builder {
         transport: factory,
         ..kitsune2_core::default_test_builder()
@@ -193,11 +215,7 @@ pub fn builder_for(
     .with_default_config()
     .unwrap();
     let json = serde_json::to_value(IrohTransportModConfig {
-        iroh_transport: IrohTransportConfig {
-            relay_url: Some(relay_url.to_owned()),
-            relay_allow_plain_text: allow_plain_text,
-            ..Default::default()
-        },
+        iroh_transport: config,
     })
     .unwrap();
     if ours {
@@ -231,6 +249,7 @@ pub async fn try_node(builder: Arc<Builder>) -> K2Result<Node> {
         unresponsive: unresponsive_tx,
         preflights: preflights_tx,
         reject_preflights: AtomicBool::new(false),
+        preflight_len: AtomicUsize::new(0),
     });
     let transport = builder
         .transport
