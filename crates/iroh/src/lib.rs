@@ -55,3 +55,6 @@ pub use config::{IrohTransportConfig, IrohTransportModConfig, PlainTextPolicy};
 pub use error::{IrohTransportError, Result};
 pub use factory::{IrohTransportFactory, create_transport};
 pub use iroh_types::{Endpoint, EndpointId, RelayUrl, SecretKey};
+/// Reason text of the graceful close `close()` sends every peer, as
+/// `kitsune2_transport_iroh::TRANSPORT_CLOSED_REASON` (`"Transport closed"`).
+pub use kitsune2_iroh_core::TRANSPORT_CLOSED_REASON;

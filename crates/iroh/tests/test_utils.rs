@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use kitsune2_api::{K2Result, SpaceId, Timestamp, TxBaseHandler, TxHandler, TxSpaceHandler, Url};
+use kitsune2_iroh::TRANSPORT_CLOSED_REASON;
 use kitsune2_iroh::test_utils::{IrohTransportTestHarness, MockTxHandler, dummy_url};
-use kitsune2_iroh_core::TRANSPORT_CLOSED_REASON;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -123,7 +123,9 @@ async fn harness_transports_exchange_messages_seen_by_mock_closures() {
     let (from, _, data) = next(&mut a.received, "message on a").await;
     assert_eq!((from, &data[..]), (b_url.clone(), &b"to a"[..]));
 
-    // A graceful close: b hears a's reason, nobody is marked unresponsive.
+    // A graceful close: b hears a's reason (the incumbent's text), nobody
+    // is marked unresponsive.
+    assert_eq!(TRANSPORT_CLOSED_REASON, "Transport closed");
     timeout(BOUND, ta.close()).await.expect("close timed out");
     let (peer, reason) = next(&mut b.disconnected, "peer_disconnect on b").await;
     assert_eq!(peer, a_url);
