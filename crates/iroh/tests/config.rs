@@ -179,6 +179,31 @@ fn create_refuses_plain_http_elsewhere_without_the_flag() {
     }
 }
 
+/// `create` runs every other check of `validate_config` too.
+#[test]
+fn create_applies_the_other_checks_too() {
+    let zero_keepalive = IrohTransportConfig {
+        relay_keepalive_interval_s: 0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        zero_keepalive.validate_for_create(),
+        Err(IrohTransportError::ZeroKeepaliveInterval)
+    ));
+    assert!(matches!(
+        with_relay("ftp://127.0.0.1:1/", false).validate_for_create(),
+        Err(IrohTransportError::UnsupportedRelayScheme { .. })
+    ));
+    let tiny_frames = IrohTransportConfig {
+        max_frame_bytes: 16,
+        ..with_relay("http://127.0.0.1:1/", false)
+    };
+    assert!(matches!(
+        tiny_frames.validate_for_create(),
+        Err(IrohTransportError::MaxFrameBytesTooSmall { .. })
+    ));
+}
+
 /// `TransportFactory::validate_config` refuses a plain http relay on
 /// loopback without the flag, in both crates.
 #[test]
