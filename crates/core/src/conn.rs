@@ -1,23 +1,13 @@
-//! One connection and its lifecycle.
+//! One live connection: its protocol object ([`ConnProto`]) behind a lock,
+//! the backend connection, our send stream, counters.
 //!
-//! ```text
-//!                 remote preflight ok,           preferred connection
-//!                 resolution won                 to the same peer won
-//!   Pending ───────────────────────────▶ Active        Pending ──▶ Superseded
-//!      │                                   │
-//!      │ error, timeout, local close       │ error, peer close, local close
-//!      ▼                                   ▼
-//!   Closed ◀───────────────────────────────┘           (Superseded and Closed
-//!                                                        are absorbing)
-//! ```
-//!
-//! `Pending → Active` and `Pending → Superseded` happen in
-//! [`Registry::activate`](crate::registry::Registry::activate) under the
-//! registry lock; `→ Closed` in the connection's reader task when it exits
-//! (or in `disconnect`/`close`).
+//! [`Conn`] adds to the protocol object only what needs I/O or sharing:
+//! publishing the state for waiters, writing frames, sending the close
+//! that follows from the connection's end. Every state transition goes
+//! through [`Conn::with`], the one place the published state is updated.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use kitsune2_api::Url;
@@ -26,21 +16,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::close::CloseCode;
-use crate::error::CoreError;
+use crate::error::{CoreError, Initiator};
+use crate::proto::{ConnProto, ConnState, Role};
 use crate::traits::{DynConnection, DynSendStream, EndpointId};
-
-/// Where a connection is in its lifecycle (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnState {
-    /// Connected; preflights not yet exchanged.
-    Pending,
-    /// Preflights exchanged; carries data.
-    Active,
-    /// Lost simultaneous-open resolution; closed with code 2. Absorbing.
-    Superseded,
-    /// Ended. Absorbing.
-    Closed,
-}
 
 /// Per-connection message and byte counters.
 #[derive(Debug, Default)]
@@ -55,10 +33,10 @@ pub(crate) struct Counters {
 ///
 /// # Invariants
 ///
-/// - The first frame written on the send stream is our preflight: the
-///   dialer writes it before registering for data; the acceptor holds the
-///   send lock from before activation until it is written.
-/// - `peer_disconnect` is reported at most once ([`Conn::take_report`]).
+/// - The protocol lock is a leaf: nothing else is locked, and nothing is
+///   awaited, while it is held.
+/// - Frames go out under the send lock, our preflight (from
+///   [`ConnProto::poll_transmit`]) before any data.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Local serial number, for logs and "newer wins" ordering.
@@ -68,50 +46,56 @@ pub(crate) struct Conn {
     pub(crate) dialed_by_us: bool,
     pub(crate) opened_at_s: u64,
     pub(crate) counters: Counters,
-    remote_url: OnceLock<Url>,
-    pub(crate) send: tokio::sync::Mutex<Option<DynSendStream>>,
+    limits: Limits,
+    proto: Mutex<ConnProto>,
     state: watch::Sender<ConnState>,
-    reported: AtomicBool,
-    locally_closed: AtomicBool,
-    pub(crate) reader: Mutex<Option<AbortHandle>>,
+    send: tokio::sync::Mutex<Option<DynSendStream>>,
+    reader: Mutex<Option<AbortHandle>>,
 }
 
 impl Conn {
     pub(crate) fn new(
         serial: u64,
         connection: DynConnection,
-        dialed_by_us: bool,
+        proto: ConnProto,
+        limits: Limits,
         opened_at_s: u64,
     ) -> Self {
         Self {
             serial,
             remote_id: connection.remote_id(),
             connection,
-            dialed_by_us,
+            dialed_by_us: proto.role() == Role::Dialer,
             opened_at_s,
             counters: Counters::default(),
-            remote_url: OnceLock::new(),
+            limits,
+            state: watch::Sender::new(proto.state()),
+            proto: Mutex::new(proto),
             send: tokio::sync::Mutex::new(None),
-            state: watch::Sender::new(ConnState::Pending),
-            reported: AtomicBool::new(false),
-            locally_closed: AtomicBool::new(false),
             reader: Mutex::new(None),
         }
     }
 
-    pub(crate) fn state(&self) -> ConnState {
-        *self.state.borrow()
+    fn lock(&self) -> MutexGuard<'_, ConnProto> {
+        self.proto.lock().expect("poisoned")
     }
 
-    /// Moves to `next` unless already in an absorbing state.
-    pub(crate) fn set_state(&self, next: ConnState) {
+    /// Runs `f` on the protocol object, then publishes its state.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut ConnProto) -> R) -> R {
+        let mut proto = self.lock();
+        let out = f(&mut proto);
+        let now = proto.state();
+        drop(proto);
         self.state.send_if_modified(|s| {
-            if matches!(*s, ConnState::Superseded | ConnState::Closed) || *s == next {
-                return false;
-            }
-            *s = next;
-            true
+            let changed = *s != now;
+            *s = now;
+            changed
         });
+        out
+    }
+
+    pub(crate) fn state(&self) -> ConnState {
+        *self.state.borrow()
     }
 
     /// Waits until the connection is no longer pending.
@@ -125,12 +109,8 @@ impl Conn {
         *state
     }
 
-    pub(crate) fn remote_url(&self) -> Option<&Url> {
-        self.remote_url.get()
-    }
-
-    pub(crate) fn set_remote_url(&self, url: Url) {
-        let _ = self.remote_url.set(url);
+    pub(crate) fn remote_url(&self) -> Option<Url> {
+        self.lock().remote_url().cloned()
     }
 
     /// The id of the endpoint that dialed this connection.
@@ -142,38 +122,33 @@ impl Conn {
         }
     }
 
-    /// True the first time only: whoever gets `true` reports the disconnect.
-    pub(crate) fn take_report(&self) -> bool {
-        !self.reported.swap(true, Ordering::SeqCst)
-    }
-
-    pub(crate) fn is_locally_closed(&self) -> bool {
-        self.locally_closed.load(Ordering::SeqCst)
-    }
-
-    /// True when this connection was closed on purpose, by either side:
-    /// locally (disconnect, transport close, supersession) or by the
-    /// peer's graceful or superseded close.
+    /// True when it was closed on purpose by either side, including a
+    /// peer close the reader has not seen yet.
     pub(crate) fn ended_deliberately(&self) -> bool {
-        self.is_locally_closed()
-            || self.state() == ConnState::Superseded
+        self.with(|p| p.ended_deliberately())
             || matches!(
                 self.connection.remote_close(),
                 Some((CloseCode::Graceful | CloseCode::Superseded, _))
             )
     }
 
-    /// Closes on purpose (disconnect, transport close, superseded): the
-    /// reader's exit then reports nothing.
-    pub(crate) fn close_local(&self, code: CloseCode, reason: &str) {
-        self.locally_closed.store(true, Ordering::SeqCst);
-        self.connection.close(code, reason.as_bytes());
+    /// Ends the connection with `error` (the first error stays) and sends
+    /// the close that follows from its end. Call outside registry locks.
+    pub(crate) fn close(&self, error: CoreError, by: Initiator) {
+        self.with(|p| p.close(error, by));
+        self.send_close();
     }
 
-    /// Closes because it failed; the reader's exit reports the loss.
-    pub(crate) fn close_failed(&self, reason: &str) {
-        self.connection
-            .close(CloseCode::Unspecified, reason.as_bytes());
+    /// Sends the application close that follows from how the connection
+    /// ended (code and reason from its error); nothing while it is open.
+    pub(crate) fn send_close(&self) {
+        if let Some((code, reason)) = self.with(|p| p.close_frame()) {
+            self.connection.close(code, reason.as_bytes());
+        }
+    }
+
+    pub(crate) fn set_reader(&self, handle: AbortHandle) {
+        *self.reader.lock().expect("poisoned") = Some(handle);
     }
 
     pub(crate) fn abort_reader(&self) {
@@ -184,13 +159,12 @@ impl Conn {
 
     /// Writes one frame on `stream`, opening it first if needed. On error
     /// the stream is dropped, so the next write opens a new one.
-    pub(crate) async fn write_frame_locked(
+    async fn write_frame_locked(
         &self,
         stream: &mut Option<DynSendStream>,
         frame: Frame,
-        limits: &Limits,
     ) -> Result<(), CoreError> {
-        let mut chunks = frame.encode(limits)?.into_chunks();
+        let mut chunks = frame.encode(&self.limits)?.into_chunks();
         if stream.is_none() {
             *stream = Some(self.connection.open_uni().await?);
         }
@@ -203,13 +177,34 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes one data frame and counts it.
-    pub(crate) async fn write_data(&self, data: Bytes, limits: &Limits) -> Result<(), CoreError> {
+    /// Writes what the protocol queued (our preflight), then `data` as one
+    /// data frame when given and the connection is active.
+    ///
+    /// # Errors
+    ///
+    /// The backend's write error, or the error that ended the connection
+    /// when data can no longer be sent on it.
+    pub(crate) async fn write(&self, data: Option<Bytes>) -> Result<(), CoreError> {
+        let mut stream = self.send.lock().await;
+        while let Some(frame) = self.with(|p| p.poll_transmit()) {
+            self.write_frame_locked(&mut stream, frame).await?;
+        }
+        let Some(data) = data else {
+            return Ok(());
+        };
+        if !self.with(|p| p.may_send_data()) {
+            return Err(self.with(|p| p.closed()).map_or_else(
+                || CoreError::ConnectionClosed {
+                    code: None,
+                    reason: "connection is not active".to_owned(),
+                },
+                |(e, _)| e,
+            ));
+        }
         let len = data.len() as u64;
-        let mut guard = self.send.lock().await;
-        self.write_frame_locked(&mut guard, Frame::data(data), limits)
+        self.write_frame_locked(&mut stream, Frame::data(data))
             .await?;
-        drop(guard);
+        drop(stream);
         self.counters.send_messages.fetch_add(1, Ordering::Relaxed);
         self.counters.send_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(())

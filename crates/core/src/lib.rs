@@ -10,25 +10,43 @@
 //! (handshake order, preflight identity check, simultaneous-open
 //! resolution, close codes, which kitsune2 event fires when) live here. See
 //! `docs/architecture.md` for the tasks and the connection lifecycle.
+//!
+//! | module      | owns                                                        |
+//! |-------------|-------------------------------------------------------------|
+//! | `proto`     | one connection's protocol, synchronous: states, preflight rule, identity check, deadline, end report |
+//! | `conn`      | a live connection: the protocol object behind a lock, frame writes, the close |
+//! | `registry`  | which connection carries each peer's data; simultaneous-open resolution; the per-peer dial gate |
+//! | `reader`    | the reader task: moves bytes into `proto`, acts on its events |
+//! | `dial`      | sending: finding or making the active connection |
+//! | `shared`    | what the tasks share; ending and reporting a connection |
+//! | `space`     | per-space URLs |
+//! | `transport` | the `TxImp` surface, close, disconnect, drop |
 
 mod close;
 mod config;
 mod conn;
+mod dial;
 mod error;
 #[cfg(feature = "mem")]
 pub mod mem;
 mod peer_url;
+mod proto;
+mod reader;
 mod registry;
+mod shared;
+mod space;
 mod traits;
 mod transport;
 
 pub use close::{CloseCode, SUPERSEDED_REASON, TRANSPORT_CLOSED_REASON, TRANSPORT_DROPPED_REASON};
 pub use config::{CoreConfig, PREFLIGHT_TIMEOUT};
-pub use conn::ConnState;
-pub use error::CoreError;
+pub use error::{BackendError, CoreError, Initiator};
 pub use peer_url::{PeerAddr, id_to_hex, parse_hex_id};
+pub use proto::ConnState;
 pub use traits::{
     Connection, DynConnection, DynRecvStream, DynSendStream, Endpoint, EndpointId, RecvStream,
     SendStream, SystemClock, WallClock,
 };
-pub use transport::{ConnInfo, CoreTransport, DROP_FLUSH_TIMEOUT};
+#[cfg(feature = "mem")]
+pub use transport::ConnInfo;
+pub use transport::{CoreTransport, DROP_FLUSH_TIMEOUT};

@@ -1,31 +1,50 @@
-//! Which connections exist, and which one carries each peer's data.
+//! Which connections exist, which one carries each peer's data, and who
+//! may dial each peer.
 //!
 //! Simultaneous-open resolution lives here, under one lock, so that the
 //! decision "this connection becomes the peer's active one" and the
-//! registration of a new dial can never interleave.
+//! registration of a new dial can never interleave. The registry decides
+//! and marks (protocol transitions, which do no I/O); it returns what must
+//! be closed, and the caller sends those closes once the lock is released.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::close::{CloseCode, SUPERSEDED_REASON};
-use crate::conn::{Conn, ConnState};
+use crate::conn::Conn;
+use crate::error::Initiator;
+use crate::proto::ConnState;
 use crate::traits::EndpointId;
 
-/// A peer's connections.
+/// A peer's connections and its dial gate.
 #[derive(Debug, Default)]
 struct PeerSlot {
     /// The connection that carries data.
     active: Option<Arc<Conn>>,
     /// Our dial, registered once connected and until resolved.
     dialing: Option<Arc<Conn>>,
+    /// Serializes our dials to this peer: one at a time.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// Sends holding or waiting for the gate.
+    gate_users: usize,
+}
+
+impl PeerSlot {
+    fn is_empty(&self) -> bool {
+        self.active.is_none() && self.dialing.is_none() && self.gate_users == 0
+    }
 }
 
 /// Outcome of [`Registry::activate`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Activation {
-    /// The connection is now the peer's active one.
-    Won,
-    /// A preferred connection exists; this one was superseded and closed.
+    /// The connection is now the peer's active one; `superseded` were
+    /// marked superseded and must be closed.
+    Won {
+        /// Rivals that lost.
+        superseded: Vec<Arc<Conn>>,
+    },
+    /// The connection lost (marked superseded, to be closed) or had ended
+    /// already.
     Lost,
 }
 
@@ -35,7 +54,7 @@ pub(crate) enum DialRegistration {
     /// The dial is registered.
     Registered,
     /// The peer already has an active connection (it dialed us meanwhile);
-    /// the new dial was closed as superseded.
+    /// the new dial was marked superseded and must be closed.
     UseActive(Arc<Conn>),
 }
 
@@ -44,8 +63,8 @@ pub(crate) enum DialRegistration {
 /// # Invariants
 ///
 /// - A peer's `active` and `dialing` are never the same connection.
-/// - A slot with neither is removed: no state is kept for peers that are
-///   gone.
+/// - A slot with no connection and no gate user is removed: no state is
+///   kept for peers that are gone.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     conns: HashMap<u64, Arc<Conn>>,
@@ -85,14 +104,31 @@ impl Registry {
         self.peers.len()
     }
 
+    /// Takes a place at `id`'s dial gate; pair with
+    /// [`leave_dial`](Self::leave_dial).
+    pub(crate) fn enter_dial(&mut self, id: EndpointId) -> Arc<tokio::sync::Mutex<()>> {
+        let slot = self.peers.entry(id).or_default();
+        slot.gate_users += 1;
+        slot.gate.clone()
+    }
+
+    /// Gives up a place taken with [`enter_dial`](Self::enter_dial).
+    pub(crate) fn leave_dial(&mut self, id: &EndpointId) {
+        if let Some(slot) = self.peers.get_mut(id) {
+            slot.gate_users = slot.gate_users.saturating_sub(1);
+            if slot.is_empty() {
+                self.peers.remove(id);
+            }
+        }
+    }
+
     /// Registers a freshly connected dial, unless the peer got an active
     /// connection while we were connecting.
     pub(crate) fn register_dial(&mut self, conn: &Arc<Conn>) -> DialRegistration {
         let slot = self.peers.entry(conn.remote_id).or_default();
         if let Some(active) = &slot.active {
             let active = active.clone();
-            conn.set_state(ConnState::Superseded);
-            conn.close_local(CloseCode::Superseded, SUPERSEDED_REASON);
+            conn.with(|p| p.supersede(Initiator::Local));
             return DialRegistration::UseActive(active);
         }
         debug_assert!(slot.dialing.is_none(), "dials to one peer are serialized");
@@ -101,9 +137,9 @@ impl Registry {
         DialRegistration::Registered
     }
 
-    /// Resolves `conn`, whose peer's preflight just checked out, against the
-    /// peer's other connections. The loser is marked superseded and closed
-    /// with code 2.
+    /// Resolves `conn`, whose peer's preflight kitsune2 accepted, against
+    /// the peer's other connections: the preferred one becomes active and
+    /// the others are marked superseded.
     pub(crate) fn activate(&mut self, conn: &Arc<Conn>, local_id: &EndpointId) -> Activation {
         if conn.state() != ConnState::Pending {
             return Activation::Lost;
@@ -114,22 +150,20 @@ impl Registry {
             .flatten()
             .filter(|c| !Arc::ptr_eq(c, conn))
             .collect();
-        if rivals.iter().any(|r| preferred(r, conn, local_id)) {
-            if slot.dialing.as_ref().is_some_and(|d| Arc::ptr_eq(d, conn)) {
+        let is_dialing = slot.dialing.as_ref().is_some_and(|d| Arc::ptr_eq(d, conn));
+        if rivals.iter().any(|r| preferred(r, conn, local_id)) || !conn.with(|p| p.activate()) {
+            if is_dialing {
                 slot.dialing = None;
             }
-            conn.set_state(ConnState::Superseded);
-            conn.close_local(CloseCode::Superseded, SUPERSEDED_REASON);
+            conn.with(|p| p.supersede(Initiator::Local));
             return Activation::Lost;
         }
-        for rival in rivals {
-            rival.set_state(ConnState::Superseded);
-            rival.close_local(CloseCode::Superseded, SUPERSEDED_REASON);
+        for rival in &rivals {
+            rival.with(|p| p.supersede(Initiator::Local));
         }
         slot.dialing = None;
         slot.active = Some(conn.clone());
-        conn.set_state(ConnState::Active);
-        Activation::Won
+        Activation::Won { superseded: rivals }
     }
 
     /// Forgets `conn`; returns whether it was its peer's active connection.
@@ -146,20 +180,16 @@ impl Registry {
         if slot.dialing.as_ref().is_some_and(|d| Arc::ptr_eq(d, conn)) {
             slot.dialing = None;
         }
-        if slot.active.is_none() && slot.dialing.is_none() {
+        if slot.is_empty() {
             self.peers.remove(&conn.remote_id);
         }
         was_active
     }
 
-    /// Takes every connection out (transport close).
-    pub(crate) fn drain(&mut self) -> Vec<(Arc<Conn>, bool)> {
-        let active: Vec<u64> = self.all_active().iter().map(|c| c.serial).collect();
+    /// Takes every connection out (transport close or drop).
+    pub(crate) fn drain(&mut self) -> Vec<Arc<Conn>> {
         self.peers.clear();
-        self.conns
-            .drain()
-            .map(|(serial, c)| (c, active.contains(&serial)))
-            .collect()
+        self.conns.drain().map(|(_, c)| c).collect()
     }
 
     /// Every live connection.

@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 /// receive buffer, so this bounds nothing the peer controls.
 const READ_CHUNK_MAX: usize = 64 * 1024;
 
-/// Renders an error with its source chain, for the core's string errors.
+/// Renders an error with its source chain, for log lines.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut src = err.source();
@@ -48,8 +48,9 @@ fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// The core's error for a failed `op`, keeping iroh's error as its source.
 fn core_err(op: &'static str, err: IrohTransportError) -> CoreError {
-    CoreError::io(op, chain(&err))
+    CoreError::io(op, err)
 }
 
 /// Incoming connections whose handshake may run at once, per iroh endpoint.

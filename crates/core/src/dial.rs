@@ -1,0 +1,186 @@
+//! Sending: finding or making the peer's active connection, and writing
+//! one message on it.
+//!
+//! Dials to one peer are serialized by the gate in the peer's registry
+//! slot; simultaneous open (the peer dialing us meanwhile) is resolved by
+//! the registry, and a dial that loses waits for the winner.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kitsune2_api::Url;
+use kitsune2_iroh_codec::{FrameType, encode_header};
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::{debug, info};
+
+use crate::conn::Conn;
+use crate::error::{CoreError, Initiator};
+use crate::peer_url::PeerAddr;
+use crate::proto::{ConnState, Role};
+use crate::registry::DialRegistration;
+use crate::shared::Shared;
+
+impl Shared {
+    /// Sends `data` to `peer` as one data frame.
+    ///
+    /// A connection closed on purpose underneath the send (a disconnect by
+    /// either side, supersession) did not carry the frame whole, so the
+    /// peer cannot have it: the send goes once more over a new or the
+    /// winning connection.
+    pub(crate) async fn send(self: &Arc<Self>, peer: Url, data: Bytes) -> Result<(), CoreError> {
+        self.check_open()?;
+        encode_header(FrameType::Data, data.len() as u64, &self.limits)?;
+        let addr = match PeerAddr::parse(&peer) {
+            Ok(a) => a,
+            Err(e) => {
+                self.mark_unresponsive(&peer).await;
+                return Err(e);
+            }
+        };
+        if addr.id == self.local_id {
+            return Err(CoreError::SelfConnect);
+        }
+        let mut retried = false;
+        loop {
+            let conn = self.connection_for(&addr).await?;
+            let Err(e) = conn.write(Some(data.clone())).await else {
+                return Ok(());
+            };
+            if retried || !conn.ended_deliberately() {
+                // The reader notices the failed connection and reports it.
+                conn.close(e.clone(), Initiator::Backend);
+                return Err(e);
+            }
+            debug!(%peer, %e, "connection closed under a send; redialling");
+            self.registry().remove(&conn);
+            retried = true;
+        }
+    }
+
+    /// An active connection to `addr`, made if needed.
+    async fn connection_for(self: &Arc<Self>, addr: &PeerAddr) -> Result<Arc<Conn>, CoreError> {
+        if let Some(c) = self.registry().active(&addr.id) {
+            return Ok(c);
+        }
+        let gate = self.registry().enter_dial(addr.id);
+        let result = async {
+            let _dialing = gate.lock().await;
+            let active = self.registry().active(&addr.id);
+            match active {
+                Some(c) => Ok(c),
+                None => self.dial(addr).await,
+            }
+        }
+        .await;
+        self.registry().leave_dial(&addr.id);
+        result
+    }
+
+    /// Dials, sends our preflight and waits for the connection to resolve.
+    async fn dial(self: &Arc<Self>, addr: &PeerAddr) -> Result<Arc<Conn>, CoreError> {
+        let url = &addr.url;
+        if self.endpoint.is_home_relay_known_down() {
+            return Err(CoreError::RelayDown {
+                peer: url.as_str().to_owned(),
+            });
+        }
+        let own_url = self.own_url_for(addr)?;
+        let preflight = self
+            .hnd
+            .peer_connect(url.clone())
+            .await
+            .map_err(CoreError::from_handler)?;
+        let connection =
+            match timeout(self.config.connect_timeout, self.endpoint.connect(addr)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    self.mark_unresponsive(url).await;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.mark_unresponsive(url).await;
+                    return Err(CoreError::ConnectTimeout {
+                        peer: url.as_str().to_owned(),
+                        secs: self.config.connect_timeout.as_secs(),
+                    });
+                }
+            };
+        if connection.remote_id() != addr.id {
+            let err = CoreError::io(
+                "connect",
+                "backend returned a connection to another endpoint",
+            );
+            connection.close(err.close_code(), b"unexpected peer identity");
+            return Err(err);
+        }
+        let conn = self.new_conn(connection, Role::Dialer);
+        conn.with(|p| p.queue_preflight(&own_url, preflight));
+        let registration = self.registry().register_dial(&conn);
+        if let DialRegistration::UseActive(active) = registration {
+            debug!(%url, "peer connected to us meanwhile; using that connection");
+            conn.send_close();
+            return Ok(active);
+        }
+        self.spawn_reader(&conn);
+        info!(%url, serial = conn.serial, "connected; sending preflight");
+        if let Err(e) = conn.write(None).await {
+            if conn.state() != ConnState::Superseded {
+                conn.close(e.clone(), Initiator::Backend);
+                return Err(e);
+            }
+            // The peer's own dial won while ours was opening its stream:
+            // wait for that connection instead.
+            debug!(%url, %e, "dial superseded before its preflight went out");
+        }
+        self.await_usable(conn, addr).await
+    }
+
+    /// Waits for a dialed connection's resolution; if it lost, for the
+    /// winner. Bounded by the preflight timeout.
+    async fn await_usable(&self, conn: Arc<Conn>, addr: &PeerAddr) -> Result<Arc<Conn>, CoreError> {
+        let deadline = Instant::now() + self.config.preflight_timeout;
+        let timeout_err = CoreError::PreflightTimeout {
+            secs: self.config.preflight_timeout.as_secs(),
+        };
+        match timeout_at(deadline, conn.resolved()).await {
+            Err(_) => {
+                conn.close(timeout_err.clone(), Initiator::Remote);
+                self.mark_unresponsive(&addr.url).await;
+                Err(timeout_err)
+            }
+            Ok(ConnState::Active) => Ok(conn),
+            Ok(ConnState::Superseded) => {
+                debug!("dial superseded; waiting for the preferred connection");
+                loop {
+                    let notified = self.activated.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if let Some(c) = self.registry().active(&addr.id) {
+                        return Ok(c);
+                    }
+                    if timeout_at(deadline, notified).await.is_err() {
+                        return Err(timeout_err);
+                    }
+                }
+            }
+            Ok(ConnState::Closed | ConnState::Pending) => {
+                // The error that ended it, as the reader saw it; a peer's
+                // application close (e.g. its refusal of our preflight)
+                // is what it said.
+                Err(match conn.connection.remote_close() {
+                    Some((code, reason)) => CoreError::ConnectionClosed {
+                        code: Some(code),
+                        reason: String::from_utf8_lossy(&reason).into_owned(),
+                    },
+                    None => conn.with(|p| p.closed()).map_or_else(
+                        || CoreError::ConnectionClosed {
+                            code: None,
+                            reason: "closed during the preflight exchange".to_owned(),
+                        },
+                        |(e, _)| e,
+                    ),
+                })
+            }
+        }
+    }
+}

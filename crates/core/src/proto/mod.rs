@@ -1,0 +1,481 @@
+//! The protocol of one connection as a synchronous object: bytes and time
+//! in, events and frames out, no I/O and no tokio (quinn-proto's
+//! `Connection` is the model).
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!               peer's preflight            kitsune2 validated it,
+//!               decoded, identity ok        resolution won
+//!   Pending ─────────────────────▶ Validating ────────────────▶ Active
+//!     │  deadline passed, bad frame,   │                          │
+//!     │  stream or connection error    │ refused, lost            │ error, peer close,
+//!     ▼                                ▼ resolution               ▼ disconnect, close
+//!   Closed { error, by } ◀─────────────┴──────────────────────────┘
+//!
+//!   Pending | Validating | Active ──supersede──▶ Superseded
+//! ```
+//!
+//! `Superseded` and `Closed` are absorbing: after them every transition is
+//! refused and the first error stays (errors are sticky). The state is
+//! private to this module; [`ConnProto`]'s methods are the only
+//! transitions:
+//!
+//! | transition              | method                                   |
+//! |-------------------------|------------------------------------------|
+//! | Pending → Validating    | [`ConnProto::poll_event`] (decodes the preflight) |
+//! | Validating → Active     | [`ConnProto::activate`]                  |
+//! | any open → Superseded   | [`ConnProto::supersede`]                 |
+//! | any open → Closed       | [`ConnProto::close`], or a fatal input in a `handle_*` or `poll_event` |
+//!
+//! # Rules owned here
+//!
+//! - The peer's first frame on the connection is its preflight; data
+//!   before it ends the connection; a preflight after it ends only the
+//!   stream it came on (the one owner of the "preflight first" rule, for
+//!   every stream).
+//! - The preflight URL must name the QUIC-authenticated endpoint id.
+//! - The acceptor waits for the peer's preflight until a deadline.
+//! - Our own preflight is the first frame on our stream: it is queued
+//!   before data may be sent, and [`ConnProto::poll_transmit`] hands it
+//!   out before anything else.
+//! - Which kitsune2 event fires when the connection ends ([`EndReport`]).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kitsune2_api::Url;
+use kitsune2_iroh_codec::{CodecError, Frame, FrameOrder, Limits, StreamDecoder};
+use tracing::debug;
+
+use crate::close::CloseCode;
+use crate::error::{CoreError, Initiator};
+use crate::peer_url::{PeerAddr, id_to_hex};
+use crate::traits::EndpointId;
+
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use report::EndReport;
+
+/// Where a connection is in its lifecycle, as seen from outside (see the
+/// module docs for the transitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Connected; preflights not yet exchanged and checked.
+    Pending,
+    /// Preflights exchanged; carries data.
+    Active,
+    /// Lost simultaneous-open resolution; closed with code 2. Absorbing.
+    Superseded,
+    /// Ended. Absorbing.
+    Closed,
+}
+
+/// Which side opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// We dialed it; our preflight goes first.
+    Dialer,
+    /// The peer dialed it; we answer its preflight with ours.
+    Acceptor,
+}
+
+/// The private lifecycle state.
+#[derive(Debug)]
+enum State {
+    /// Waiting for the peer's preflight until `deadline`.
+    Pending { deadline: Instant },
+    /// The peer's preflight is decoded and its identity checked; kitsune2
+    /// and the registry decide next. No further frame is decoded.
+    Validating,
+    /// Both preflights are out; data flows.
+    Active,
+    /// Lost simultaneous-open resolution, decided by `by` (this side's
+    /// registry, or the peer's close with code 2).
+    Superseded { by: Initiator },
+    /// Ended by `error`, caused by `by`.
+    Closed { error: CoreError, by: Initiator },
+}
+
+/// What the connection tells its driver.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The peer's preflight, identity checked: hand `data` to kitsune2,
+    /// then [`ConnProto::activate`] or [`ConnProto::close`].
+    Preflight {
+        /// The peer's URL, as it wrote it.
+        url: Url,
+        /// The preflight bytes for kitsune2.
+        data: Bytes,
+    },
+    /// A data frame from the peer.
+    Data(Bytes),
+    /// The peer's current stream ended with an error that does not end
+    /// the connection; the driver drops that stream.
+    StreamFailed(CoreError),
+}
+
+/// The protocol state of one connection.
+///
+/// # Usage
+///
+/// The driver feeds what the network gives ([`handle_stream`],
+/// [`handle_chunk`], [`handle_stream_end`], [`handle_stream_error`],
+/// [`handle_connection_lost`], [`handle_timeout`] at
+/// [`poll_timeout`]), then drains [`poll_event`] until `None`, acting on
+/// each event; writers take [`poll_transmit`] before any data and check
+/// [`may_send_data`]. When [`closed`] is `Some`, the driver stops.
+///
+/// [`handle_stream`]: Self::handle_stream
+/// [`handle_chunk`]: Self::handle_chunk
+/// [`handle_stream_end`]: Self::handle_stream_end
+/// [`handle_stream_error`]: Self::handle_stream_error
+/// [`handle_connection_lost`]: Self::handle_connection_lost
+/// [`handle_timeout`]: Self::handle_timeout
+/// [`poll_timeout`]: Self::poll_timeout
+/// [`poll_event`]: Self::poll_event
+/// [`poll_transmit`]: Self::poll_transmit
+/// [`may_send_data`]: Self::may_send_data
+/// [`closed`]: Self::closed
+///
+/// # Invariants
+///
+/// - Data events come only in `Active`, after the `Preflight` event.
+/// - Once `Superseded` or `Closed`, the state never changes again and
+///   `closed()` keeps returning the first error.
+/// - [`end_report`](Self::end_report) reports a connection at most once.
+#[derive(Debug)]
+pub(crate) struct ConnProto {
+    role: Role,
+    remote_id: EndpointId,
+    limits: Limits,
+    preflight_timeout_secs: u64,
+    state: State,
+    /// Decoder of the peer's current stream, `None` between streams.
+    decoder: Option<StreamDecoder>,
+    /// The peer finished its current stream: once its whole frames are
+    /// out, what is left is judged.
+    stream_finished: bool,
+    /// Events decided but not yet polled.
+    events: VecDeque<Event>,
+    /// The peer's URL, from its preflight.
+    remote_url: Option<Url>,
+    /// Our preflight, until a writer takes it.
+    transmit: VecDeque<Frame>,
+    /// Our preflight was queued (it is or will be the first frame out).
+    preflight_queued: bool,
+    /// Whether the connection ever became active.
+    was_active: bool,
+    /// Whether the end was reported to kitsune2 already.
+    reported: bool,
+}
+
+impl ConnProto {
+    /// A new connection in `Pending`, waiting for the peer's preflight
+    /// until `deadline`.
+    pub(crate) fn new(
+        role: Role,
+        remote_id: EndpointId,
+        limits: Limits,
+        now: Instant,
+        preflight_timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            role,
+            remote_id,
+            limits,
+            preflight_timeout_secs: preflight_timeout.as_secs(),
+            state: State::Pending {
+                deadline: now + preflight_timeout,
+            },
+            decoder: None,
+            stream_finished: false,
+            events: VecDeque::new(),
+            remote_url: None,
+            transmit: VecDeque::new(),
+            preflight_queued: false,
+            was_active: false,
+            reported: false,
+        }
+    }
+
+    /// The lifecycle state as seen from outside.
+    pub(crate) fn state(&self) -> ConnState {
+        match self.state {
+            State::Pending { .. } | State::Validating => ConnState::Pending,
+            State::Active => ConnState::Active,
+            State::Superseded { .. } => ConnState::Superseded,
+            State::Closed { .. } => ConnState::Closed,
+        }
+    }
+
+    /// Which side opened the connection.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's URL, once its preflight was decoded.
+    pub(crate) fn remote_url(&self) -> Option<&Url> {
+        self.remote_url.as_ref()
+    }
+
+    fn is_open(&self) -> bool {
+        !matches!(self.state, State::Superseded { .. } | State::Closed { .. })
+    }
+
+    /// The error that ended the connection and who caused it; a
+    /// superseded connection reports [`CoreError::Superseded`].
+    pub(crate) fn closed(&self) -> Option<(CoreError, Initiator)> {
+        match &self.state {
+            State::Closed { error, by } => Some((error.clone(), *by)),
+            State::Superseded { by } => Some((CoreError::Superseded, *by)),
+            _ => None,
+        }
+    }
+
+    /// The application close to send for this connection's end.
+    pub(crate) fn close_frame(&self) -> Option<(CloseCode, String)> {
+        self.closed()
+            .map(|(error, _)| (error.close_code(), error.close_reason()))
+    }
+
+    /// True when it ended on purpose, by either side (see
+    /// [`CoreError::is_deliberate`]).
+    pub(crate) fn ended_deliberately(&self) -> bool {
+        self.closed().is_some_and(|(e, _)| e.is_deliberate())
+    }
+
+    // ---- input -----------------------------------------------------------
+
+    /// The peer opened a new stream; its previous one, if any, is
+    /// abandoned (the peer sends on one stream at a time).
+    pub(crate) fn handle_stream(&mut self) {
+        if !self.is_open() {
+            return;
+        }
+        if self.decoder.is_some() {
+            debug!("peer opened a new stream; abandoning its previous one");
+        }
+        self.decoder = Some(StreamDecoder::with_order(self.limits, FrameOrder::Any));
+        self.stream_finished = false;
+    }
+
+    /// Whether a peer stream is being read; the driver drops its stream
+    /// handle when this turns false.
+    pub(crate) fn has_stream(&self) -> bool {
+        self.decoder.is_some()
+    }
+
+    /// Bytes of the peer's current stream.
+    pub(crate) fn handle_chunk(&mut self, chunk: Bytes) {
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.feed(chunk);
+        }
+    }
+
+    /// The peer finished its current stream. Whole frames still buffered
+    /// come out of [`poll_event`](Self::poll_event) first; a partial frame
+    /// left over is then a stream error.
+    pub(crate) fn handle_stream_end(&mut self) {
+        if self.decoder.is_some() {
+            self.stream_finished = true;
+        }
+    }
+
+    /// Reading the peer's current stream failed.
+    pub(crate) fn handle_stream_error(&mut self, error: CoreError) {
+        self.decoder = None;
+        self.stream_failed(error, Initiator::Backend);
+    }
+
+    /// The connection is gone (accepting the peer's next stream failed).
+    /// With the peer's application close in hand, that close is the error.
+    pub(crate) fn handle_connection_lost(
+        &mut self,
+        error: CoreError,
+        remote_close: Option<(CloseCode, Bytes)>,
+    ) {
+        match remote_close {
+            Some((CloseCode::Superseded, _)) => self.supersede(Initiator::Remote),
+            Some((code, reason)) => self.close(
+                CoreError::ConnectionClosed {
+                    code: Some(code),
+                    reason: String::from_utf8_lossy(&reason).into_owned(),
+                },
+                Initiator::Remote,
+            ),
+            None => self.close(error, Initiator::Backend),
+        };
+    }
+
+    /// Time passed: a pending connection whose deadline is reached closes
+    /// with [`CoreError::PreflightTimeout`].
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let State::Pending { deadline } = self.state
+            && now >= deadline
+        {
+            let secs = self.preflight_timeout_secs;
+            self.close(CoreError::PreflightTimeout { secs }, Initiator::Remote);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Pending { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    // ---- output ----------------------------------------------------------
+
+    /// The next event, decoding buffered frames as far as the state
+    /// allows: nothing while validating, nothing once ended.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            if !matches!(self.state, State::Pending { .. } | State::Active) {
+                return None;
+            }
+            let decoder = self.decoder.as_mut()?;
+            match decoder.next_frame() {
+                Ok(Some(frame)) => self.on_frame(frame),
+                Ok(None) if self.stream_finished => {
+                    let end = decoder.finish();
+                    self.decoder = None;
+                    self.stream_finished = false;
+                    match end {
+                        Ok(()) => debug!("peer finished its stream"),
+                        Err(e) => self.stream_failed(e.into(), Initiator::Remote),
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    self.decoder = None;
+                    self.stream_failed(e.into(), Initiator::Remote);
+                }
+            }
+        }
+    }
+
+    /// Our next frame to write, before any data: our preflight.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Frame> {
+        self.transmit.pop_front()
+    }
+
+    /// Whether data may be written now: active, with our preflight
+    /// handed out first.
+    pub(crate) fn may_send_data(&self) -> bool {
+        matches!(self.state, State::Active) && self.transmit.is_empty()
+    }
+
+    // ---- transitions -----------------------------------------------------
+
+    /// Queues our preflight, naming `own_url`: the first frame out.
+    pub(crate) fn queue_preflight(&mut self, own_url: &Url, data: Bytes) {
+        debug_assert!(!self.preflight_queued, "one preflight per connection");
+        self.transmit
+            .push_front(Frame::preflight(own_url.as_str(), data));
+        self.preflight_queued = true;
+    }
+
+    /// `Validating → Active`: kitsune2 accepted the peer's preflight, our
+    /// preflight is queued and the connection won resolution. Returns
+    /// false (and changes nothing) in any other state.
+    pub(crate) fn activate(&mut self) -> bool {
+        if !matches!(self.state, State::Validating) {
+            return false;
+        }
+        debug_assert!(self.preflight_queued, "our preflight goes out first");
+        self.state = State::Active;
+        self.was_active = true;
+        true
+    }
+
+    /// `→ Superseded`: a preferred connection to the same peer won, as
+    /// `by` decided. Returns whether this call made the change.
+    pub(crate) fn supersede(&mut self, by: Initiator) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        self.state = State::Superseded { by };
+        self.decoder = None;
+        self.events.clear();
+        true
+    }
+
+    /// `→ Closed { error, by }`, unless already ended (the first error
+    /// stays). Returns whether this call made the change.
+    pub(crate) fn close(&mut self, error: CoreError, by: Initiator) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        debug!(%error, ?by, "connection closing");
+        self.state = State::Closed { error, by };
+        self.decoder = None;
+        self.events.clear();
+        true
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match (&self.state, frame) {
+            (State::Pending { .. }, Frame::Preflight(p)) => match self.check_preflight(&p.url) {
+                Ok(url) => {
+                    debug!(%url, "preflight received");
+                    self.remote_url = Some(url.clone());
+                    self.state = State::Validating;
+                    self.events
+                        .push_back(Event::Preflight { url, data: p.data });
+                }
+                Err(e) => {
+                    self.close(e, Initiator::Remote);
+                }
+            },
+            (State::Pending { .. }, frame @ Frame::Data(_)) => {
+                let found = frame.frame_type();
+                self.close(
+                    CodecError::ExpectedPreflight { found }.into(),
+                    Initiator::Remote,
+                );
+            }
+            (State::Active, Frame::Data(data)) => self.events.push_back(Event::Data(data)),
+            (State::Active, Frame::Preflight(_)) => {
+                self.decoder = None;
+                self.stream_failed(CodecError::UnexpectedPreflight.into(), Initiator::Remote);
+            }
+            // poll_event decodes only in Pending and Active.
+            _ => debug_assert!(false, "frame decoded in state {:?}", self.state),
+        }
+    }
+
+    /// The preflight URL, checked to name the authenticated peer.
+    fn check_preflight(&self, url: &str) -> Result<Url, CoreError> {
+        let parsed = Url::from_str(url).map_err(|_| CoreError::InvalidPeerUrl {
+            url: url.to_owned(),
+            why: "preflight url is not a kitsune2 url",
+        })?;
+        let addr = PeerAddr::parse(&parsed)?;
+        if addr.id != self.remote_id {
+            return Err(CoreError::PreflightIdentityMismatch {
+                url: url.to_owned(),
+                authenticated: id_to_hex(&self.remote_id),
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// A stream ended badly: before the peer's preflight is through, the
+    /// whole connection goes; after it, only that stream.
+    fn stream_failed(&mut self, error: CoreError, by: Initiator) {
+        if matches!(self.state, State::Active) {
+            self.events.push_back(Event::StreamFailed(error));
+        } else {
+            self.close(error, by);
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The protocol object driven directly: every transition and every error
+//! path, no tasks, no network, time given by hand.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kitsune2_api::Url;
+use kitsune2_iroh_codec::{CodecError, Frame, Limits};
+
+use super::*;
+
+const PEER: EndpointId = [7; 32];
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A start instant, from tokio's clock as the core's rule wants.
+fn t0() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn url_of(id: &EndpointId) -> Url {
+    Url::from_str(format!("http://h:1/{}", id_to_hex(id))).unwrap()
+}
+
+fn wire(frame: Frame) -> Bytes {
+    frame.encode(&Limits::default()).unwrap().to_bytes()
+}
+
+fn preflight(id: &EndpointId) -> Bytes {
+    wire(Frame::preflight(
+        url_of(id).as_str(),
+        Bytes::from_static(b"pf"),
+    ))
+}
+
+fn data(bytes: &'static [u8]) -> Bytes {
+    wire(Frame::data(Bytes::from_static(bytes)))
+}
+
+fn proto(role: Role, t0: Instant) -> ConnProto {
+    let mut p = ConnProto::new(role, PEER, Limits::default(), t0, TIMEOUT);
+    p.queue_preflight(&url_of(&[1; 32]), Bytes::from_static(b"ours"));
+    p
+}
+
+/// A proto past the preflight exchange, with a stream open.
+fn active(t0: Instant) -> ConnProto {
+    let mut p = proto(Role::Dialer, t0);
+    assert!(p.poll_transmit().is_some());
+    p.handle_stream();
+    p.handle_chunk(preflight(&PEER));
+    assert!(matches!(p.poll_event(), Some(Event::Preflight { .. })));
+    assert!(p.activate());
+    p
+}
+
+fn closed_error(p: &ConnProto) -> (CoreError, Initiator) {
+    p.closed().expect("closed")
+}
+
+#[test]
+fn preflight_then_data_after_activation() {
+    let start = t0();
+    let mut p = proto(Role::Acceptor, start);
+    assert_eq!(p.state(), ConnState::Pending);
+    assert!(!p.may_send_data(), "nothing before activation");
+    p.handle_stream();
+    let mut bytes = preflight(&PEER).to_vec();
+    bytes.extend_from_slice(&data(b"early"));
+    p.handle_chunk(Bytes::from(bytes));
+    match p.poll_event() {
+        Some(Event::Preflight { url, data }) => {
+            assert_eq!(url, url_of(&PEER));
+            assert_eq!(&data[..], b"pf");
+        }
+        other => panic!("expected the preflight, got {other:?}"),
+    }
+    assert_eq!(p.remote_url(), Some(&url_of(&PEER)));
+    assert!(p.poll_event().is_none(), "no data while validating");
+    assert!(p.activate());
+    assert_eq!(p.state(), ConnState::Active);
+    assert!(!p.may_send_data(), "our preflight must go out first");
+    let Some(Frame::Preflight(ours)) = p.poll_transmit() else {
+        panic!("our preflight first");
+    };
+    assert_eq!(&ours.data[..], b"ours");
+    assert!(p.may_send_data());
+    assert!(matches!(p.poll_event(), Some(Event::Data(d)) if &d[..] == b"early"));
+    assert!(p.poll_event().is_none());
+    assert!(!p.activate(), "activation happens once");
+}
+
+#[test]
+fn data_before_the_preflight_ends_the_connection() {
+    let mut p = proto(Role::Acceptor, t0());
+    p.handle_stream();
+    p.handle_chunk(data(b"sneaky"));
+    assert!(p.poll_event().is_none());
+    let (e, by) = closed_error(&p);
+    assert!(
+        matches!(e, CoreError::Codec(CodecError::ExpectedPreflight { .. })),
+        "{e}"
+    );
+    assert_eq!(by, Initiator::Remote);
+    assert_eq!(p.close_frame().unwrap().0, CloseCode::Unspecified);
+}
+
+#[test]
+fn a_preflight_naming_another_endpoint_is_refused() {
+    let mut p = proto(Role::Acceptor, t0());
+    p.handle_stream();
+    p.handle_chunk(preflight(&[8; 32]));
+    assert!(p.poll_event().is_none());
+    assert!(matches!(
+        closed_error(&p).0,
+        CoreError::PreflightIdentityMismatch { .. }
+    ));
+    assert_eq!(p.remote_url(), None);
+}
+
+#[test]
+fn a_preflight_url_that_is_not_a_peer_url_is_refused() {
+    let mut p = proto(Role::Acceptor, t0());
+    p.handle_stream();
+    p.handle_chunk(wire(Frame::preflight("not a url", Bytes::new())));
+    assert!(p.poll_event().is_none());
+    assert!(matches!(
+        closed_error(&p).0,
+        CoreError::InvalidPeerUrl { .. }
+    ));
+}
+
+#[test]
+fn the_preflight_deadline_closes_a_pending_connection() {
+    let start = t0();
+    let mut p = proto(Role::Acceptor, start);
+    assert_eq!(p.poll_timeout(), Some(start + TIMEOUT));
+    p.handle_timeout(start + TIMEOUT - Duration::from_millis(1));
+    assert_eq!(p.state(), ConnState::Pending);
+    p.handle_timeout(start + TIMEOUT);
+    assert!(matches!(
+        closed_error(&p),
+        (CoreError::PreflightTimeout { secs: 10 }, Initiator::Remote)
+    ));
+    assert_eq!(p.poll_timeout(), None);
+}
+
+#[test]
+fn no_deadline_once_the_preflight_is_in() {
+    let start = t0();
+    let mut p = active(start);
+    assert_eq!(p.poll_timeout(), None);
+    p.handle_timeout(start + TIMEOUT * 10);
+    assert_eq!(p.state(), ConnState::Active);
+}
+
+#[test]
+fn after_activation_bad_frames_end_only_their_stream() {
+    let mut p = active(t0());
+    // A second preflight.
+    p.handle_chunk(preflight(&PEER));
+    assert!(matches!(
+        p.poll_event(),
+        Some(Event::StreamFailed(CoreError::Codec(
+            CodecError::UnexpectedPreflight
+        )))
+    ));
+    assert!(!p.has_stream());
+    // An unknown frame type on the next stream.
+    p.handle_stream();
+    p.handle_chunk(Bytes::from_static(&[7, 0, 0, 0, 0]));
+    assert!(matches!(
+        p.poll_event(),
+        Some(Event::StreamFailed(CoreError::Codec(_)))
+    ));
+    // A fresh stream carries on.
+    p.handle_stream();
+    p.handle_chunk(data(b"ok"));
+    assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+    assert_eq!(p.state(), ConnState::Active);
+}
+
+#[test]
+fn a_stream_ending_mid_frame_fails_after_its_whole_frames() {
+    let mut p = active(t0());
+    let mut bytes = data(b"whole").to_vec();
+    let partial = data(b"partial");
+    bytes.extend_from_slice(&partial[..partial.len() - 2]);
+    p.handle_chunk(Bytes::from(bytes));
+    p.handle_stream_end();
+    assert!(matches!(p.poll_event(), Some(Event::Data(d)) if &d[..] == b"whole"));
+    assert!(matches!(
+        p.poll_event(),
+        Some(Event::StreamFailed(CoreError::Codec(
+            CodecError::TruncatedFrame { .. }
+        )))
+    ));
+    assert!(!p.has_stream());
+    assert_eq!(p.state(), ConnState::Active);
+}
+
+#[test]
+fn a_clean_stream_end_is_no_error() {
+    let mut p = active(t0());
+    p.handle_chunk(data(b"last"));
+    p.handle_stream_end();
+    assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+    assert!(p.poll_event().is_none());
+    assert!(!p.has_stream());
+}
+
+#[test]
+fn stream_errors_before_the_preflight_end_the_connection() {
+    let mut p = proto(Role::Acceptor, t0());
+    p.handle_stream();
+    let pf = preflight(&PEER);
+    p.handle_chunk(pf.slice(..pf.len() / 2));
+    p.handle_stream_end();
+    assert!(p.poll_event().is_none());
+    assert!(matches!(
+        closed_error(&p),
+        (
+            CoreError::Codec(CodecError::TruncatedFrame { .. }),
+            Initiator::Remote
+        )
+    ));
+
+    let mut p = proto(Role::Acceptor, t0());
+    p.handle_stream();
+    p.handle_stream_error(CoreError::io("read", "reset"));
+    assert!(matches!(
+        closed_error(&p),
+        (CoreError::Io { .. }, Initiator::Backend)
+    ));
+}
+
+#[test]
+fn a_read_error_after_activation_ends_only_the_stream() {
+    let mut p = active(t0());
+    p.handle_stream_error(CoreError::io("read", "reset"));
+    assert!(matches!(p.poll_event(), Some(Event::StreamFailed(_))));
+    assert_eq!(p.state(), ConnState::Active);
+}
+
+#[test]
+fn the_peers_graceful_close_is_a_disconnect() {
+    let mut p = active(t0());
+    let close = Some((CloseCode::Graceful, Bytes::from_static(b"bye")));
+    p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close.clone());
+    let (e, by) = closed_error(&p);
+    assert!(matches!(
+        e,
+        CoreError::ConnectionClosed {
+            code: Some(CloseCode::Graceful),
+            ..
+        }
+    ));
+    assert_eq!(by, Initiator::Remote);
+    assert!(p.ended_deliberately());
+    assert_eq!(
+        p.end_report(close.clone()),
+        EndReport::Disconnected {
+            url: url_of(&PEER),
+            reason: Some("bye".to_owned())
+        }
+    );
+    assert_eq!(p.end_report(close), EndReport::Silent, "reported once");
+}
+
+#[test]
+fn a_lost_connection_is_reported_lost_and_unresponsive() {
+    let mut p = active(t0());
+    p.handle_connection_lost(CoreError::io("accept_uni", "timed out"), None);
+    assert!(!p.ended_deliberately());
+    match p.end_report(None) {
+        EndReport::Lost {
+            url,
+            error,
+            unresponsive,
+        } => {
+            assert_eq!(url, url_of(&PEER));
+            assert!(error.contains("timed out"), "{error}");
+            assert!(unresponsive);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_first_error_sticks() {
+    let mut p = active(t0());
+    assert!(p.close(CoreError::io("write", "first"), Initiator::Backend));
+    assert!(!p.close(CoreError::Closed, Initiator::Local));
+    assert!(!p.supersede(Initiator::Local));
+    assert!(!p.activate());
+    assert!(closed_error(&p).0.to_string().contains("first"));
+    p.handle_stream();
+    p.handle_chunk(data(b"late"));
+    assert!(p.poll_event().is_none(), "nothing after the end");
+    assert!(!p.has_stream());
+}
+
+#[test]
+fn supersession_is_absorbing_and_silent() {
+    let mut p = active(t0());
+    assert!(p.supersede(Initiator::Local));
+    assert_eq!(p.state(), ConnState::Superseded);
+    assert!(!p.close(CoreError::Closed, Initiator::Local));
+    assert_eq!(
+        p.close_frame(),
+        Some((CloseCode::Superseded, crate::SUPERSEDED_REASON.to_owned()))
+    );
+    assert!(p.ended_deliberately());
+    assert_eq!(p.end_report(None), EndReport::Silent);
+}
+
+#[test]
+fn the_peers_superseding_close_supersedes() {
+    let mut p = proto(Role::Dialer, t0());
+    p.handle_connection_lost(
+        CoreError::io("accept_uni", "closed"),
+        Some((CloseCode::Superseded, Bytes::new())),
+    );
+    assert_eq!(p.state(), ConnState::Superseded);
+    assert_eq!(closed_error(&p).1, Initiator::Remote);
+}
+
+#[test]
+fn our_deliberate_closes_report_nothing_from_the_reader() {
+    for error in [
+        CoreError::Closed,
+        CoreError::Dropped,
+        CoreError::Disconnected { reason: None },
+    ] {
+        let mut p = active(t0());
+        p.close(error.clone(), Initiator::Local);
+        assert_eq!(p.end_report(None), EndReport::Silent, "{error}");
+    }
+    let mut p = active(t0());
+    p.close(
+        CoreError::Disconnected {
+            reason: Some("bye".into()),
+        },
+        Initiator::Local,
+    );
+    assert_eq!(
+        p.close_frame(),
+        Some((CloseCode::Graceful, "bye".to_owned()))
+    );
+    let mut p = active(t0());
+    p.close(CoreError::Dropped, Initiator::Local);
+    assert_eq!(p.close_frame().unwrap().0, CloseCode::Unspecified);
+}
+
+#[test]
+fn a_connection_that_never_became_active_reports_nothing() {
+    let mut p = proto(Role::Acceptor, t0());
+    p.handle_connection_lost(CoreError::io("accept_uni", "gone"), None);
+    assert_eq!(p.end_report(None), EndReport::Silent);
+}
+
+#[test]
+fn no_local_agents_is_lost_but_not_unresponsive() {
+    let mut p = active(t0());
+    p.close(CoreError::NoLocalAgents, Initiator::Local);
+    assert!(matches!(
+        p.end_report(None),
+        EndReport::Lost {
+            unresponsive: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn take_report_claims_the_one_report() {
+    let mut p = active(t0());
+    assert!(p.take_report());
+    assert!(!p.take_report());
+    p.handle_connection_lost(CoreError::io("x", "y"), None);
+    assert_eq!(p.end_report(None), EndReport::Silent);
+}

@@ -1,0 +1,164 @@
+//! The reader task of one connection: a driver, as quinn's
+//! `ConnectionDriver`, that moves the peer's bytes into the connection's
+//! protocol object and acts on its events. The rules are in
+//! [`ConnProto`](crate::proto::ConnProto); here is only I/O and the calls
+//! into kitsune2 and the registry.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use kitsune2_api::Url;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::conn::Conn;
+use crate::error::{CoreError, Initiator};
+use crate::peer_url::PeerAddr;
+use crate::proto::Event;
+use crate::registry::Activation;
+use crate::shared::Shared;
+use crate::traits::DynRecvStream;
+
+/// What the network gave next.
+enum Input {
+    /// A new stream from the peer, or the connection's end.
+    Stream(Result<DynRecvStream, CoreError>),
+    /// A read on the current stream.
+    Chunk(Result<Option<Bytes>, CoreError>),
+    /// The protocol's deadline passed.
+    Timeout,
+}
+
+/// Reads `conn` until it ends, then ends it.
+pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
+    drive(&shared, &conn).await;
+    shared.end_connection(&conn).await;
+}
+
+async fn drive(shared: &Shared, conn: &Arc<Conn>) {
+    let mut stream: Option<DynRecvStream> = None;
+    loop {
+        while let Some(event) = conn.with(|p| p.poll_event()) {
+            match event {
+                Event::Preflight { url, data } => {
+                    if let Err(e) = on_preflight(shared, conn, url, data).await {
+                        conn.close(e, Initiator::Local);
+                    }
+                }
+                Event::Data(data) => on_data(shared, conn, data).await,
+                Event::StreamFailed(e) => {
+                    if matches!(e, CoreError::Codec(_)) {
+                        warn!(%e, "closing the peer's stream");
+                    } else {
+                        debug!(%e, "the peer's stream failed");
+                    }
+                }
+            }
+        }
+        if conn.with(|p| p.closed()).is_some() {
+            return;
+        }
+        if !conn.with(|p| p.has_stream()) {
+            stream = None;
+        }
+        let deadline = conn.with(|p| p.poll_timeout());
+        let input = next_input(conn, stream.as_mut(), deadline).await;
+        conn.with(|p| match input {
+            Input::Stream(Ok(s)) => {
+                p.handle_stream();
+                stream = Some(s);
+            }
+            Input::Stream(Err(e)) => p.handle_connection_lost(e, conn.connection.remote_close()),
+            Input::Chunk(Ok(Some(chunk))) => p.handle_chunk(chunk),
+            Input::Chunk(Ok(None)) => p.handle_stream_end(),
+            Input::Chunk(Err(e)) => p.handle_stream_error(e),
+            Input::Timeout => p.handle_timeout(Instant::now().into_std()),
+        });
+    }
+}
+
+async fn next_input(
+    conn: &Conn,
+    stream: Option<&mut DynRecvStream>,
+    deadline: Option<std::time::Instant>,
+) -> Input {
+    let read = async {
+        match stream {
+            None => Input::Stream(conn.connection.accept_uni().await),
+            Some(stream) => tokio::select! {
+                biased;
+                r = stream.read_chunk() => Input::Chunk(r),
+                r = conn.connection.accept_uni() => Input::Stream(r),
+            },
+        }
+    };
+    match deadline {
+        None => read.await,
+        Some(deadline) => tokio::select! {
+            biased;
+            input = read => input,
+            () = tokio::time::sleep_until(Instant::from_std(deadline)) => Input::Timeout,
+        },
+    }
+}
+
+async fn on_data(shared: &Shared, conn: &Conn, data: Bytes) {
+    // INVARIANT: data events come only after the preflight set the URL.
+    let url = conn.remote_url().expect("data only after preflight");
+    conn.counters.recv_messages.fetch_add(1, Ordering::Relaxed);
+    conn.counters
+        .recv_bytes
+        .fetch_add(data.len() as u64, Ordering::Relaxed);
+    if let Err(e) = shared.hnd.recv_data(url.clone(), data).await {
+        debug!(%url, ?e, "kitsune2 handler refused a message");
+    }
+}
+
+/// Hands the peer's preflight to kitsune2; when we accepted the
+/// connection, queues our answer; then resolves the connection against the
+/// peer's others and, once it won, writes our preflight if still queued.
+async fn on_preflight(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    url: Url,
+    data: Bytes,
+) -> Result<(), CoreError> {
+    shared
+        .hnd
+        .recv_data(url.clone(), data)
+        .await
+        .map_err(CoreError::from_handler)?;
+    if conn.dialed_by_us {
+        return activate(shared, conn);
+    }
+    let own_url = shared.own_url_for(&PeerAddr::parse(&url)?)?;
+    let ours = shared
+        .hnd
+        .peer_connect(url.clone())
+        .await
+        .map_err(CoreError::from_handler)?;
+    conn.with(|p| p.queue_preflight(&own_url, ours));
+    activate(shared, conn)?;
+    conn.write(None).await?;
+    info!(%url, "connection active (accepted)");
+    Ok(())
+}
+
+/// Resolves `conn` in the registry; closes the losers outside its lock.
+fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<(), CoreError> {
+    let outcome = shared.registry().activate(conn, &shared.local_id);
+    match outcome {
+        Activation::Won { superseded } => {
+            for loser in superseded {
+                loser.send_close();
+            }
+            shared.activated.notify_waiters();
+            Ok(())
+        }
+        Activation::Lost => {
+            conn.send_close();
+            Err(CoreError::Superseded)
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! What the transport's tasks share, and the small steps they all use:
+//! making a connection, ending one and reporting it to kitsune2.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kitsune2_api::{CloseOnce, Timestamp, TxImpHnd, Url};
+use kitsune2_iroh_codec::Limits;
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::CoreConfig;
+use crate::conn::Conn;
+use crate::error::CoreError;
+use crate::peer_url::{PeerAddr, id_to_hex};
+use crate::proto::{ConnProto, EndReport, Role};
+use crate::registry::Registry;
+use crate::space::SpaceUrls;
+use crate::traits::{DynConnection, Endpoint, EndpointId, WallClock};
+
+/// The state behind a [`CoreTransport`](crate::CoreTransport), shared with
+/// its tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) endpoint: Arc<dyn Endpoint>,
+    pub(crate) hnd: Arc<TxImpHnd>,
+    pub(crate) config: CoreConfig,
+    pub(crate) limits: Limits,
+    pub(crate) clock: Arc<dyn WallClock>,
+    pub(crate) local_id: EndpointId,
+    pub(crate) url: watch::Receiver<Option<Url>>,
+    pub(crate) spaces: SpaceUrls,
+    pub(crate) registry: Mutex<Registry>,
+    /// Woken whenever a connection becomes active.
+    pub(crate) activated: Notify,
+    pub(crate) closed: AtomicBool,
+    pub(crate) close_once: CloseOnce,
+    pub(crate) tasks: Mutex<Vec<AbortHandle>>,
+    serial: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        endpoint: Arc<dyn Endpoint>,
+        hnd: Arc<TxImpHnd>,
+        config: CoreConfig,
+        limits: Limits,
+        clock: Arc<dyn WallClock>,
+    ) -> Self {
+        Self {
+            local_id: endpoint.local_id(),
+            url: endpoint.watch_url(),
+            spaces: SpaceUrls::default(),
+            endpoint,
+            hnd,
+            config,
+            limits,
+            clock,
+            registry: Mutex::new(Registry::default()),
+            activated: Notify::new(),
+            closed: AtomicBool::new(false),
+            close_once: CloseOnce::new(),
+            tasks: Mutex::new(Vec::new()),
+            serial: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().expect("poisoned")
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.clock.now_micros())
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), CoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(CoreError::Closed);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn new_conn(&self, connection: DynConnection, role: Role) -> Arc<Conn> {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let opened_at_s = u64::try_from(self.clock.now_micros() / 1_000_000).unwrap_or(0);
+        let proto = ConnProto::new(
+            role,
+            connection.remote_id(),
+            self.limits,
+            tokio::time::Instant::now().into_std(),
+            self.config.preflight_timeout,
+        );
+        Arc::new(Conn::new(
+            serial,
+            connection,
+            proto,
+            self.limits,
+            opened_at_s,
+        ))
+    }
+
+    /// The URL to present in a preflight to `peer`: our URL on the peer's
+    /// relay when a space gave us one there, else the global URL.
+    ///
+    /// A peer on a relay we know nothing of gets the global URL, at which
+    /// it can reach us whatever relay it is on.
+    pub(crate) fn own_url_for(&self, peer: &PeerAddr) -> Result<Url, CoreError> {
+        if let Some(url) = self.spaces.on_relay_of(peer) {
+            return Ok(url);
+        }
+        self.url.borrow().clone().ok_or(CoreError::NoLocalUrl)
+    }
+
+    pub(crate) async fn mark_unresponsive(&self, url: &Url) {
+        if self.endpoint.is_home_relay_known_down() {
+            debug!(%url, "home relay down: not marking peer unresponsive");
+            return;
+        }
+        if let Err(e) = self.hnd.set_unresponsive(url.clone(), self.now()).await {
+            warn!(%url, ?e, "set_unresponsive failed");
+        }
+    }
+
+    /// Starts the task that reads `conn`'s peer streams.
+    pub(crate) fn spawn_reader(self: &Arc<Self>, conn: &Arc<Conn>) {
+        let span = info_span!(
+            "conn",
+            serial = conn.serial,
+            peer = %&id_to_hex(&conn.remote_id)[..16],
+            dialed = conn.dialed_by_us,
+        );
+        let task = crate::reader::run(self.clone(), conn.clone()).instrument(span);
+        conn.set_reader(tokio::spawn(task).abort_handle());
+    }
+
+    /// Ends a connection whose reader stopped with `exit`: forgets it,
+    /// sends the close that follows from its end, and tells kitsune2 what
+    /// the protocol object decides.
+    pub(crate) async fn end_connection(&self, conn: &Arc<Conn>) {
+        self.registry().remove(conn);
+        conn.send_close();
+        let report = conn.with(|p| p.end_report(conn.connection.remote_close()));
+        self.report(report).await;
+    }
+
+    /// Tells kitsune2 about a connection's end.
+    pub(crate) async fn report(&self, report: EndReport) {
+        match report {
+            EndReport::Silent => {
+                debug!("connection ended before it was active, or closed by us");
+            }
+            EndReport::Disconnected { url, reason } => {
+                info!(%url, ?reason, "peer disconnected");
+                self.hnd.peer_disconnect(url, reason);
+            }
+            EndReport::Lost {
+                url,
+                error,
+                unresponsive,
+            } => {
+                warn!(%url, %error, "connection lost");
+                self.hnd.peer_disconnect(url.clone(), Some(error));
+                if unresponsive {
+                    self.mark_unresponsive(&url).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes the endpoint's URL as it changes.
+    pub(crate) async fn url_task(self: Arc<Self>) {
+        let mut rx = self.url.clone();
+        loop {
+            let url = rx.borrow_and_update().clone();
+            if let Some(url) = url {
+                info!(%url, "listening address");
+                self.hnd.new_listening_address(url, None).await;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Takes the endpoint's incoming connections and starts their readers.
+    pub(crate) async fn accept_task(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let connection = match incoming {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(%e, "incoming connection failed");
+                    continue;
+                }
+            };
+            let conn = self.new_conn(connection, Role::Acceptor);
+            if self.closed.load(Ordering::SeqCst) {
+                conn.close(CoreError::Closed, crate::error::Initiator::Local);
+                continue;
+            }
+            self.registry().insert(conn.clone());
+            self.spawn_reader(&conn);
+        }
+        debug!("endpoint closed; accept task ends");
+    }
+}
