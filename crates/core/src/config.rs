@@ -8,6 +8,10 @@ use kitsune2_iroh_codec::DEFAULT_MAX_FRAME_BYTES;
 /// for the acceptor's answer.
 pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default bound on establishing a connection (`connectTimeoutS`: 60 s,
+/// as the incumbent).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -27,7 +31,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            connect_timeout: Duration::from_secs(60),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             preflight_timeout: PREFLIGHT_TIMEOUT,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),

@@ -5,6 +5,17 @@ use kitsune2_api::Url;
 use crate::error::CoreError;
 use crate::traits::EndpointId;
 
+/// Length in characters of an endpoint id in a peer URL (hex).
+pub const ENDPOINT_ID_HEX_LEN: usize = 64;
+
+/// Joins a relay URL and an endpoint id into a peer URL's text:
+/// `relay` with any trailing `/` removed, then `/`, then the id as
+/// [`ENDPOINT_ID_HEX_LEN`] lowercase hex digits. The one place the format
+/// is written; [`PeerAddr::parse`] is its inverse.
+pub fn format_peer_url(relay: &str, id: &EndpointId) -> String {
+    format!("{}/{}", relay.trim_end_matches('/'), id_to_hex(id))
+}
+
 /// A peer URL split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddr {
@@ -47,7 +58,7 @@ impl PeerAddr {
 /// Formats an endpoint id as 64 lowercase hex digits, as iroh prints it.
 pub fn id_to_hex(id: &EndpointId) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
+    let mut s = String::with_capacity(ENDPOINT_ID_HEX_LEN);
     for b in id {
         s.push(HEX[usize::from(b >> 4)] as char);
         s.push(HEX[usize::from(b & 0xf)] as char);
@@ -58,7 +69,7 @@ pub fn id_to_hex(id: &EndpointId) -> String {
 /// Parses 64 hex digits (either case) into an endpoint id.
 pub fn parse_hex_id(s: &str) -> Option<EndpointId> {
     let bytes = s.as_bytes();
-    if bytes.len() != 64 {
+    if bytes.len() != ENDPOINT_ID_HEX_LEN {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16);
@@ -99,6 +110,20 @@ mod tests {
                 matches!(PeerAddr::parse(&url), Err(CoreError::InvalidPeerUrl { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn format_and_parse_are_inverse() {
+        let id = [0x5a; 32];
+        for relay in [
+            "http://127.0.0.1:4433/relay",
+            "http://127.0.0.1:4433/relay/",
+        ] {
+            let url = Url::from_str(format_peer_url(relay, &id)).unwrap();
+            let addr = PeerAddr::parse(&url).unwrap();
+            assert_eq!(addr.id, id);
+            assert_eq!(addr.relay_url, "http://127.0.0.1:4433/relay/");
         }
     }
 
