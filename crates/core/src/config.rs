@@ -12,6 +12,9 @@ pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 /// as the incumbent).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Default [`CoreConfig::drain_timeout`]: 1 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -21,6 +24,10 @@ pub struct CoreConfig {
     pub connect_timeout: Duration,
     /// Bound on the preflight exchange ([`PREFLIGHT_TIMEOUT`]).
     pub preflight_timeout: Duration,
+    /// Bound on a deliberate close's drain: how long a closing side waits
+    /// for the peer to finish its stream (and to acknowledge ours) before
+    /// it closes anyway. See `docs/architecture.md`, "Drain".
+    pub drain_timeout: Duration,
     /// Bound on the best-effort delivery of a disconnect message.
     pub disconnect_send_timeout: Duration,
     /// Backend name reported by `dump_network_stats`.
@@ -33,6 +40,7 @@ impl Default for CoreConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             preflight_timeout: PREFLIGHT_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),
         }

@@ -7,13 +7,14 @@
 //! through [`Conn::with`], the one place the published state is updated.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use kitsune2_api::Url;
 use kitsune2_iroh_codec::{Frame, Limits};
-use tokio::sync::watch;
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use tokio::task::AbortHandle;
+use tracing::debug;
 
 use crate::close::CloseCode;
 use crate::error::{CoreError, Initiator};
@@ -49,8 +50,13 @@ pub(crate) struct Conn {
     limits: Limits,
     proto: Mutex<ConnProto>,
     state: watch::Sender<ConnState>,
-    send: tokio::sync::Mutex<Option<DynSendStream>>,
+    /// Our send stream (opened with the first frame); shared, so that a
+    /// cancelled write can finish its frame on a task of its own.
+    send: Arc<tokio::sync::Mutex<Option<DynSendStream>>>,
     reader: Mutex<Option<AbortHandle>>,
+    /// Wakes the reader when something other than the network changed the
+    /// protocol state (our stream finished during a drain).
+    wake: Notify,
 }
 
 impl Conn {
@@ -71,8 +77,9 @@ impl Conn {
             limits,
             state: watch::Sender::new(proto.state()),
             proto: Mutex::new(proto),
-            send: tokio::sync::Mutex::new(None),
+            send: Arc::new(tokio::sync::Mutex::new(None)),
             reader: Mutex::new(None),
+            wake: Notify::new(),
         }
     }
 
@@ -96,6 +103,15 @@ impl Conn {
 
     pub(crate) fn state(&self) -> ConnState {
         *self.state.borrow()
+    }
+
+    /// Waits until the connection has ended (closed or superseded).
+    pub(crate) async fn ended(&self) {
+        let mut rx = self.state.subscribe();
+        // INVARIANT: the sender lives in `self`, so the channel is open.
+        let _ = rx
+            .wait_for(|s| matches!(s, ConnState::Closed | ConnState::Superseded))
+            .await;
     }
 
     /// Waits until the connection is no longer pending.
@@ -157,37 +173,61 @@ impl Conn {
         }
     }
 
-    /// Writes one frame on `stream`, opening it first if needed. On error
-    /// the stream is dropped, so the next write opens a new one.
-    async fn write_frame_locked(
-        &self,
-        stream: &mut Option<DynSendStream>,
-        frame: Frame,
-    ) -> Result<(), CoreError> {
-        let mut chunks = frame.encode(&self.limits)?.into_chunks();
-        if stream.is_none() {
-            *stream = Some(self.connection.open_uni().await?);
+    /// Waits until the reader is woken by [`Conn::wake_reader`].
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    fn wake_reader(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Starts a drain of ours that ends the connection with `close` (see
+    /// `proto/drain.rs`); false when it had ended or was draining already.
+    /// The caller takes the connection out of use first.
+    pub(crate) fn start_drain(self: &Arc<Self>, close: CoreError) -> bool {
+        let now = tokio::time::Instant::now().into_std();
+        let started = self.with(|p| p.start_drain(close, now));
+        if started {
+            self.spawn_finish();
         }
-        // INVARIANT: set just above when it was None.
-        let s = stream.as_mut().expect("stream opened above");
-        if let Err(e) = s.write_chunks(&mut chunks).await {
-            *stream = None;
-            return Err(e);
-        }
-        Ok(())
+        self.wake_reader();
+        started
+    }
+
+    /// Finishes our stream after the write in progress, on a task of its
+    /// own, and tells the protocol once the peer has received it all.
+    pub(crate) fn spawn_finish(self: &Arc<Self>) {
+        let conn = self.clone();
+        tokio::spawn(async move {
+            let mut stream = conn.send.clone().lock_owned().await;
+            // Our preflight still queued never went out: nothing to send.
+            if let Some(s) = stream.as_mut()
+                && let Err(e) = s.finish().await
+            {
+                debug!(%e, "finishing our stream failed");
+            }
+            conn.with(|p| p.handle_ours_finished());
+            conn.wake_reader();
+        });
     }
 
     /// Writes what the protocol queued (our preflight), then `data` as one
     /// data frame when given and the connection is active.
     ///
+    /// Cancel safety: a frame whose first bytes went out is finished on a
+    /// task of its own when this future is dropped (or, without a runtime,
+    /// the connection is closed), so the stream never carries a partial
+    /// frame followed by another; a frame not yet started is not sent.
+    ///
     /// # Errors
     ///
     /// The backend's write error, or the error that ended the connection
     /// when data can no longer be sent on it.
-    pub(crate) async fn write(&self, data: Option<Bytes>) -> Result<(), CoreError> {
-        let mut stream = self.send.lock().await;
+    pub(crate) async fn write(self: &Arc<Self>, data: Option<Bytes>) -> Result<(), CoreError> {
+        let mut stream = self.send.clone().lock_owned().await;
         while let Some(frame) = self.with(|p| p.poll_transmit()) {
-            self.write_frame_locked(&mut stream, frame).await?;
+            stream = self.write_frame(stream, frame).await?;
         }
         let Some(data) = data else {
             return Ok(());
@@ -196,17 +236,108 @@ impl Conn {
             return Err(self.with(|p| p.closed()).map_or_else(
                 || CoreError::ConnectionClosed {
                     code: None,
-                    reason: "connection is not active".to_owned(),
+                    reason: "connection is draining".to_owned(),
                 },
                 |(e, _)| e,
             ));
         }
         let len = data.len() as u64;
-        self.write_frame_locked(&mut stream, Frame::data(data))
-            .await?;
+        let stream = self.write_frame(stream, Frame::data(data)).await?;
         drop(stream);
         self.counters.send_messages.fetch_add(1, Ordering::Relaxed);
         self.counters.send_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes one frame, opening the stream first if needed; on error the
+    /// stream is dropped, so the next write opens a new one.
+    async fn write_frame(
+        self: &Arc<Self>,
+        mut stream: SendGuard,
+        frame: Frame,
+    ) -> Result<SendGuard, CoreError> {
+        let chunks = frame.encode(&self.limits)?.into_chunks();
+        if stream.is_none() {
+            *stream = Some(self.connection.open_uni().await?);
+        }
+        let mut job = WriteJob {
+            conn: self.clone(),
+            stream: Some(stream),
+            total: chunks.iter().map(Bytes::len).sum(),
+            chunks,
+        };
+        let result = job.run().await;
+        // INVARIANT: run() leaves the guard in place when it returns.
+        let mut stream = job.stream.take().expect("guard kept");
+        match result {
+            Ok(()) => Ok(stream),
+            Err(e) => {
+                *stream = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+type SendGuard = OwnedMutexGuard<Option<DynSendStream>>;
+
+/// One frame being written. Dropped before it finished (the send was
+/// cancelled), it finishes the frame on a task of its own.
+struct WriteJob {
+    conn: Arc<Conn>,
+    stream: Option<SendGuard>,
+    chunks: [Bytes; 2],
+    total: usize,
+}
+
+impl WriteJob {
+    async fn run(&mut self) -> Result<(), CoreError> {
+        // INVARIANT: the guard is taken only by the caller after run().
+        let guard = self.stream.as_mut().expect("guard present");
+        // INVARIANT: write_frame opened the stream before the job.
+        let s = guard.as_mut().expect("stream open");
+        s.write_chunks(&mut self.chunks).await?;
+        // Marks the frame done for Drop.
+        self.total = 0;
+        Ok(())
+    }
+
+    fn remaining(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}
+
+impl Drop for WriteJob {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.stream.take() else {
+            return;
+        };
+        let remaining = self.remaining();
+        if self.total == 0 || remaining == 0 || remaining == self.total {
+            // Done, or not started: the stream is clean.
+            return;
+        }
+        debug!(remaining, "send cancelled mid-frame; finishing the frame");
+        let mut chunks = std::mem::take(&mut self.chunks);
+        let conn = self.conn.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Some(s) = guard.as_mut()
+                        && let Err(e) = s.write_chunks(&mut chunks).await
+                    {
+                        *guard = None;
+                        conn.close(e, Initiator::Backend);
+                    }
+                });
+            }
+            Err(_) => {
+                *guard = None;
+                conn.close(
+                    CoreError::io("write", "send cancelled mid-frame without a runtime"),
+                    Initiator::Local,
+                );
+            }
+        }
     }
 }

@@ -115,7 +115,17 @@ impl Shared {
         }
         let conn = self.new_conn(connection, Role::Dialer);
         conn.with(|p| p.queue_preflight(&own_url, preflight));
-        let registration = self.registry().register_dial(&conn);
+        let registration = {
+            let mut registry = self.registry();
+            // `close` sets the flag before it drains the registry, under
+            // this lock: a dial done after that must not be registered.
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                drop(registry);
+                conn.close(CoreError::Closed, Initiator::Local);
+                return Err(CoreError::Closed);
+            }
+            registry.register_dial(&conn)
+        };
         if let DialRegistration::UseActive(active) = registration {
             debug!(%url, "peer connected to us meanwhile; using that connection");
             conn.send_close();
@@ -124,7 +134,7 @@ impl Shared {
         self.spawn_reader(&conn);
         info!(%url, serial = conn.serial, "connected; sending preflight");
         if let Err(e) = conn.write(None).await {
-            if conn.state() != ConnState::Superseded {
+            if !matches!(conn.state(), ConnState::Superseded | ConnState::Draining) {
                 conn.close(e.clone(), Initiator::Backend);
                 return Err(e);
             }
@@ -149,7 +159,7 @@ impl Shared {
                 Err(timeout_err)
             }
             Ok(ConnState::Active) => Ok(conn),
-            Ok(ConnState::Superseded) => {
+            Ok(ConnState::Superseded | ConnState::Draining) => {
                 debug!("dial superseded; waiting for the preferred connection");
                 loop {
                     let notified = self.activated.notified();

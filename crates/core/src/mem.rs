@@ -398,15 +398,19 @@ impl MemConnection {
             return Err(CoreError::io("open_uni", "connection closed"));
         }
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        let delivered = Arc::new(watch::Sender::new(0));
         self.to_peer
             .send(MemRecvStream {
                 rx,
                 pending: None,
                 pair: self.pair.clone(),
+                delivered: delivered.clone(),
             })
             .map_err(|_| CoreError::io("open_uni", "connection closed"))?;
         Ok(MemSendStream {
             tx: Some(tx),
+            written: 0,
+            delivered,
             pair: self.pair.clone(),
             from: self.local,
             net: self.net.clone(),
@@ -469,6 +473,11 @@ impl Connection for MemConnection {
 /// Sending half of an in-memory stream.
 pub struct MemSendStream {
     tx: Option<mpsc::Sender<(tokio::time::Instant, Bytes)>>,
+    /// Chunks sent.
+    written: u64,
+    /// Chunks the reader took ([`u64::MAX`] once it dropped the stream):
+    /// what `finish` waits for, as QUIC waits for the peer's ack.
+    delivered: Arc<watch::Sender<u64>>,
     pair: Arc<Pair>,
     from: EndpointId,
     net: Weak<MemNetwork>,
@@ -510,7 +519,6 @@ impl SendStream for MemSendStream {
                     .tx
                     .as_ref()
                     .ok_or_else(|| CoreError::io("write", "stream finished"))?;
-                let chunk = std::mem::take(chunk);
                 if chunk.is_empty() {
                     continue;
                 }
@@ -520,12 +528,30 @@ impl SendStream for MemSendStream {
                     .map(|n| n.latency(&self.from))
                     .unwrap_or_default();
                 let arrives = tokio::time::Instant::now() + latency;
-                tokio::select! {
-                    r = tx.send((arrives, chunk)) => r.map_err(|_| CoreError::io("write", "stream stopped"))?,
+                // Reserve first, so that a cancelled write took nothing
+                // out of `chunks` (resumable, as the trait requires).
+                let permit = tokio::select! {
+                    r = tx.reserve() => r.map_err(|_| CoreError::io("write", "stream stopped"))?,
                     () = self.pair.wait_closed() => return Err(CoreError::io("write", "connection closed")),
-                }
+                };
+                permit.send((arrives, std::mem::take(chunk)));
+                self.written += 1;
             }
             Ok(())
+        })
+    }
+
+    fn finish(&mut self) -> BoxFut<'_, Result<(), CoreError>> {
+        Box::pin(async move {
+            self.tx = None;
+            let written = self.written;
+            let mut delivered = self.delivered.subscribe();
+            tokio::select! {
+                r = delivered.wait_for(|d| *d >= written) => {
+                    r.map(drop).map_err(|_| CoreError::io("finish", "stream gone"))
+                }
+                () = self.pair.wait_closed() => Err(CoreError::io("finish", "connection closed")),
+            }
         })
     }
 }
@@ -533,10 +559,18 @@ impl SendStream for MemSendStream {
 /// Receiving half of an in-memory stream.
 pub struct MemRecvStream {
     rx: mpsc::Receiver<(tokio::time::Instant, Bytes)>,
+    delivered: Arc<watch::Sender<u64>>,
     /// A chunk taken off the channel that has not arrived yet (latency);
     /// kept here so that a cancelled read loses nothing.
     pending: Option<(tokio::time::Instant, Bytes)>,
     pair: Arc<Pair>,
+}
+
+impl Drop for MemRecvStream {
+    fn drop(&mut self) {
+        // A reader gone is a stream stopped: nothing more will be taken.
+        self.delivered.send_replace(u64::MAX);
+    }
 }
 
 impl fmt::Debug for MemRecvStream {
@@ -554,7 +588,9 @@ impl RecvStream for MemRecvStream {
                 }
                 let arrives = self.pending.as_ref()?.0;
                 tokio::time::sleep_until(arrives).await;
-                self.pending.take().map(|(_, chunk)| chunk)
+                let chunk = self.pending.take().map(|(_, chunk)| chunk);
+                self.delivered.send_modify(|d| *d = d.saturating_add(1));
+                chunk
             };
             tokio::select! {
                 biased;

@@ -28,6 +28,8 @@ enum Input {
     Chunk(Result<Option<Bytes>, CoreError>),
     /// The protocol's deadline passed.
     Timeout,
+    /// The protocol state changed outside the reader (a drain step).
+    Woken,
 }
 
 /// Reads `conn` until it ends, then ends it.
@@ -47,6 +49,11 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
                     }
                 }
                 Event::Data(data) => on_data(shared, conn, data).await,
+                Event::PeerFinished => {
+                    // No more frames come: out of use, then our FIN.
+                    shared.registry().retire(conn);
+                    conn.spawn_finish();
+                }
                 Event::StreamFailed(e) => {
                     if matches!(e, CoreError::Codec(_)) {
                         warn!(%e, "closing the peer's stream");
@@ -71,9 +78,10 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
             }
             Input::Stream(Err(e)) => p.handle_connection_lost(e, conn.connection.remote_close()),
             Input::Chunk(Ok(Some(chunk))) => p.handle_chunk(chunk),
-            Input::Chunk(Ok(None)) => p.handle_stream_end(),
+            Input::Chunk(Ok(None)) => p.handle_stream_end(Instant::now().into_std()),
             Input::Chunk(Err(e)) => p.handle_stream_error(e),
             Input::Timeout => p.handle_timeout(Instant::now().into_std()),
+            Input::Woken => {}
         });
     }
 }
@@ -93,13 +101,17 @@ async fn next_input(
             },
         }
     };
-    match deadline {
-        None => read.await,
-        Some(deadline) => tokio::select! {
-            biased;
-            input = read => input,
-            () = tokio::time::sleep_until(Instant::from_std(deadline)) => Input::Timeout,
-        },
+    let deadline = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        input = read => input,
+        () = conn.woken() => Input::Woken,
+        () = deadline => Input::Timeout,
     }
 }
 
@@ -129,8 +141,15 @@ async fn on_preflight(
         .recv_data(url.clone(), data)
         .await
         .map_err(CoreError::from_handler)?;
+    if conn.with(|p| p.is_draining()) {
+        // It lost resolution (or is being closed) while kitsune2 judged:
+        // the peer's frames are still delivered until its stream ends.
+        conn.with(|p| p.accept_preflight());
+        return Ok(());
+    }
     if conn.dialed_by_us {
-        return activate(shared, conn);
+        activate(shared, conn)?;
+        return Ok(());
     }
     let own_url = shared.own_url_for(&PeerAddr::parse(&url)?)?;
     let ours = shared
@@ -139,25 +158,33 @@ async fn on_preflight(
         .await
         .map_err(CoreError::from_handler)?;
     conn.with(|p| p.queue_preflight(&own_url, ours));
-    activate(shared, conn)?;
-    conn.write(None).await?;
-    info!(%url, "connection active (accepted)");
+    if activate(shared, conn)? {
+        conn.write(None).await?;
+        info!(%url, "connection active (accepted)");
+    }
     Ok(())
 }
 
-/// Resolves `conn` in the registry; closes the losers outside its lock.
-fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<(), CoreError> {
+/// Resolves `conn` in the registry; drains the losers outside its lock.
+/// A connection that lost is drained too: the peer may have written on it
+/// already, and those frames are delivered until its stream ends.
+///
+/// Returns whether `conn` is now active.
+fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<bool, CoreError> {
     let outcome = shared.registry().activate(conn, &shared.local_id);
     match outcome {
         Activation::Won { superseded } => {
             for loser in superseded {
-                loser.send_close();
+                loser.start_drain(CoreError::Superseded);
             }
             shared.activated.notify_waiters();
-            Ok(())
+            Ok(true)
         }
         Activation::Lost => {
-            conn.send_close();
+            conn.with(|p| p.accept_preflight());
+            if conn.start_drain(CoreError::Superseded) || conn.with(|p| p.is_draining()) {
+                return Ok(false);
+            }
             Err(CoreError::Superseded)
         }
     }

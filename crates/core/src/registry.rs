@@ -4,8 +4,9 @@
 //! Simultaneous-open resolution lives here, under one lock, so that the
 //! decision "this connection becomes the peer's active one" and the
 //! registration of a new dial can never interleave. The registry decides
-//! and marks (protocol transitions, which do no I/O); it returns what must
-//! be closed, and the caller sends those closes once the lock is released.
+//! (which connection carries data; a fresh dial that found the peer
+//! active is marked superseded, as nothing went out on it); it returns
+//! what lost, and the caller drains those once the lock is released.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,14 +38,13 @@ impl PeerSlot {
 /// Outcome of [`Registry::activate`].
 #[derive(Debug)]
 pub(crate) enum Activation {
-    /// The connection is now the peer's active one; `superseded` were
-    /// marked superseded and must be closed.
+    /// The connection is now the peer's active one; `superseded` lost and
+    /// must be drained (they are out of use already).
     Won {
         /// Rivals that lost.
         superseded: Vec<Arc<Conn>>,
     },
-    /// The connection lost (marked superseded, to be closed) or had ended
-    /// already.
+    /// The connection lost, or had ended or started draining already.
     Lost,
 }
 
@@ -138,8 +138,9 @@ impl Registry {
     }
 
     /// Resolves `conn`, whose peer's preflight kitsune2 accepted, against
-    /// the peer's other connections: the preferred one becomes active and
-    /// the others are marked superseded.
+    /// the peer's other connections: when it is preferred it becomes
+    /// active and the others are returned, out of use, for the caller to
+    /// drain once the lock is released; else it lost.
     pub(crate) fn activate(&mut self, conn: &Arc<Conn>, local_id: &EndpointId) -> Activation {
         if conn.state() != ConnState::Pending {
             return Activation::Lost;
@@ -155,15 +156,27 @@ impl Registry {
             if is_dialing {
                 slot.dialing = None;
             }
-            conn.with(|p| p.supersede(Initiator::Local));
             return Activation::Lost;
-        }
-        for rival in &rivals {
-            rival.with(|p| p.supersede(Initiator::Local));
         }
         slot.dialing = None;
         slot.active = Some(conn.clone());
         Activation::Won { superseded: rivals }
+    }
+
+    /// Takes `conn` out of use: new sends no longer find it. Its entry
+    /// stays until its reader ends.
+    pub(crate) fn retire(&mut self, conn: &Arc<Conn>) {
+        if let Some(slot) = self.peers.get_mut(&conn.remote_id) {
+            if slot.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, conn)) {
+                slot.active = None;
+            }
+            if slot.dialing.as_ref().is_some_and(|d| Arc::ptr_eq(d, conn)) {
+                slot.dialing = None;
+            }
+            if slot.is_empty() {
+                self.peers.remove(&conn.remote_id);
+            }
+        }
     }
 
     /// Forgets `conn`; returns whether it was its peer's active connection.

@@ -90,6 +90,7 @@ impl Shared {
             self.limits,
             tokio::time::Instant::now().into_std(),
             self.config.preflight_timeout,
+            self.config.drain_timeout,
         );
         Arc::new(Conn::new(
             serial,
@@ -194,12 +195,17 @@ impl Shared {
                 }
             };
             let conn = self.new_conn(connection, Role::Acceptor);
-            if self.closed.load(Ordering::SeqCst) {
-                conn.close(CoreError::Closed, crate::error::Initiator::Local);
-                continue;
+            {
+                let mut registry = self.registry();
+                // As in `dial`: checked under the lock `close` drains with.
+                if !self.closed.load(Ordering::SeqCst) {
+                    registry.insert(conn.clone());
+                    drop(registry);
+                    self.spawn_reader(&conn);
+                    continue;
+                }
             }
-            self.registry().insert(conn.clone());
-            self.spawn_reader(&conn);
+            conn.close(CoreError::Closed, crate::error::Initiator::Local);
         }
         debug!("endpoint closed; accept task ends");
     }

@@ -126,10 +126,20 @@ pub trait SendStream: Send + Sync + Debug + 'static {
     /// copying them. Resolves when the bytes are handed to the transport
     /// (flow control may make it wait: that is the backpressure).
     ///
-    /// An error means the stream is unusable. Cancel safety: none; a
-    /// cancelled write leaves the stream in an unknown state.
+    /// An error means the stream is unusable.
+    ///
+    /// Cancel safety: a cancelled write leaves in `chunks` exactly what
+    /// was not written (written chunks emptied, a partly written one cut
+    /// to its unwritten rest), so calling again with the same `chunks`
+    /// resumes it.
     fn write_chunks<'a>(&'a mut self, chunks: &'a mut [Bytes])
     -> BoxFut<'a, Result<(), CoreError>>;
+
+    /// Finishes the stream (QUIC FIN: no more bytes follow) and resolves
+    /// once the peer has received everything written on it, or has
+    /// stopped the stream. An error means that can no longer happen (the
+    /// connection is gone).
+    fn finish(&mut self) -> BoxFut<'_, Result<(), CoreError>>;
 }
 
 /// The receiving half of a unidirectional stream.

@@ -130,30 +130,35 @@ impl Shared {
             }
             None => None,
         };
-        self.registry().remove(&conn);
-        conn.close(
-            CoreError::Disconnected {
-                reason: reason.clone(),
-            },
-            Initiator::Local,
-        );
-        info!(%peer, ?reason, "disconnected");
+        // Out of use first, so a new send opens a new connection; then the
+        // drain delivers what is in flight and closes with code 1.
+        self.registry().retire(&conn);
+        conn.start_drain(CoreError::Disconnected {
+            reason: reason.clone(),
+        });
+        info!(%peer, ?reason, "disconnecting");
         if conn.with(|p| p.take_report()) {
             let url = conn.remote_url().unwrap_or(peer);
             self.hnd.peer_disconnect(url, reason);
         }
     }
 
+    /// Drains every connection at once, bounded by the drain timeout in
+    /// total, then closes what is left and the endpoint.
     async fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
         for t in self.tasks.lock().expect("poisoned").drain(..) {
             t.abort();
         }
-        let conns = self.registry().drain();
-        for conn in conns {
-            conn.abort_reader();
+        let conns = {
+            // The flag is set under the registry lock, so that a dial or an
+            // accept either registers before this drain or sees the flag.
+            let mut registry = self.registry();
+            self.closed.store(true, Ordering::SeqCst);
+            registry.drain()
+        };
+        for conn in &conns {
             let was_active = conn.state() == ConnState::Active;
-            conn.close(CoreError::Closed, Initiator::Local);
+            conn.start_drain(CoreError::Closed);
             if was_active
                 && conn.with(|p| p.take_report())
                 && let Some(url) = conn.remote_url()
@@ -161,6 +166,18 @@ impl Shared {
                 self.hnd
                     .peer_disconnect(url, Some(CoreError::Closed.close_reason()));
             }
+        }
+        let drained = timeout(
+            self.config.drain_timeout,
+            futures_join_all(conns.iter().map(|c| c.ended())),
+        )
+        .await;
+        if drained.is_err() {
+            debug!("drains not through in time; closing anyway");
+        }
+        for conn in conns {
+            conn.abort_reader();
+            conn.close(CoreError::Closed, Initiator::Local);
         }
         self.endpoint.close().await;
         info!("transport closed");
@@ -204,6 +221,17 @@ impl Shared {
             peer_urls: self.spaces.all(self.url.borrow().clone()),
             connections,
         }
+    }
+}
+
+/// Waits for every future of `futs`, without a dependency for it.
+async fn futures_join_all<F: Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    for f in set {
+        f.await;
     }
 }
 

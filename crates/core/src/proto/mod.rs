@@ -42,7 +42,7 @@
 //! - Which kitsune2 event fires when the connection ends ([`EndReport`]).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kitsune2_api::Url;
@@ -54,6 +54,7 @@ use crate::error::{CoreError, Initiator};
 use crate::peer_url::{PeerAddr, id_to_hex};
 use crate::traits::EndpointId;
 
+mod drain;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,9 @@ pub enum ConnState {
     Pending,
     /// Preflights exchanged; carries data.
     Active,
+    /// Closing on purpose: no new data goes out; the peer's frames up to
+    /// its stream's end are still delivered.
+    Draining,
     /// Lost simultaneous-open resolution; closed with code 2. Absorbing.
     Superseded,
     /// Ended. Absorbing.
@@ -93,6 +97,18 @@ enum State {
     Validating,
     /// Both preflights are out; data flows.
     Active,
+    /// Closing on purpose (see `drain.rs`): nothing new goes out; the
+    /// peer's frames are delivered up to its stream's end. Ends as `close`
+    /// says once our stream is finished and acknowledged and the peer's
+    /// has ended (`by: Local`), or once the peer closes (`by: Remote`: it
+    /// finished first), or at `deadline`.
+    Draining {
+        close: CoreError,
+        by: Initiator,
+        deadline: Instant,
+        ours_done: bool,
+        peer_done: bool,
+    },
     /// Lost simultaneous-open resolution, decided by `by` (this side's
     /// registry, or the peer's close with code 2).
     Superseded { by: Initiator },
@@ -116,6 +132,10 @@ pub(crate) enum Event {
     /// The peer's current stream ended with an error that does not end
     /// the connection; the driver drops that stream.
     StreamFailed(CoreError),
+    /// The peer finished its stream: no more frames come on this
+    /// connection. It is draining now; the driver takes it out of use and
+    /// finishes our stream after our last frame.
+    PeerFinished,
 }
 
 /// The protocol state of one connection.
@@ -153,6 +173,7 @@ pub(crate) struct ConnProto {
     remote_id: EndpointId,
     limits: Limits,
     preflight_timeout_secs: u64,
+    drain_timeout: Duration,
     state: State,
     /// Decoder of the peer's current stream, `None` between streams.
     decoder: Option<StreamDecoder>,
@@ -169,6 +190,11 @@ pub(crate) struct ConnProto {
     preflight_queued: bool,
     /// Whether the connection ever became active.
     was_active: bool,
+    /// kitsune2 accepted the peer's preflight.
+    validated: bool,
+    /// The peer's stream ended cleanly at this time (judged once its
+    /// frames are out).
+    fin_at: Option<Instant>,
     /// Whether the end was reported to kitsune2 already.
     reported: bool,
 }
@@ -181,13 +207,15 @@ impl ConnProto {
         remote_id: EndpointId,
         limits: Limits,
         now: Instant,
-        preflight_timeout: std::time::Duration,
+        preflight_timeout: Duration,
+        drain_timeout: Duration,
     ) -> Self {
         Self {
             role,
             remote_id,
             limits,
             preflight_timeout_secs: preflight_timeout.as_secs(),
+            drain_timeout,
             state: State::Pending {
                 deadline: now + preflight_timeout,
             },
@@ -198,6 +226,8 @@ impl ConnProto {
             transmit: VecDeque::new(),
             preflight_queued: false,
             was_active: false,
+            validated: false,
+            fin_at: None,
             reported: false,
         }
     }
@@ -207,6 +237,7 @@ impl ConnProto {
         match self.state {
             State::Pending { .. } | State::Validating => ConnState::Pending,
             State::Active => ConnState::Active,
+            State::Draining { .. } => ConnState::Draining,
             State::Superseded { .. } => ConnState::Superseded,
             State::Closed { .. } => ConnState::Closed,
         }
@@ -245,7 +276,8 @@ impl ConnProto {
     /// True when it ended on purpose, by either side (see
     /// [`CoreError::is_deliberate`]).
     pub(crate) fn ended_deliberately(&self) -> bool {
-        self.closed().is_some_and(|(e, _)| e.is_deliberate())
+        matches!(self.state, State::Draining { .. })
+            || self.closed().is_some_and(|(e, _)| e.is_deliberate())
     }
 
     // ---- input -----------------------------------------------------------
@@ -276,12 +308,14 @@ impl ConnProto {
         }
     }
 
-    /// The peer finished its current stream. Whole frames still buffered
-    /// come out of [`poll_event`](Self::poll_event) first; a partial frame
-    /// left over is then a stream error.
-    pub(crate) fn handle_stream_end(&mut self) {
+    /// The peer finished its current stream at `now`. Whole frames still
+    /// buffered come out of [`poll_event`](Self::poll_event) first; a
+    /// partial frame left over is then a stream error, a clean end means
+    /// "no more frames on this connection" (see `drain.rs`).
+    pub(crate) fn handle_stream_end(&mut self, now: Instant) {
         if self.decoder.is_some() {
             self.stream_finished = true;
+            self.fin_at = Some(now);
         }
     }
 
@@ -298,6 +332,10 @@ impl ConnProto {
         error: CoreError,
         remote_close: Option<(CloseCode, Bytes)>,
     ) {
+        if self.is_draining() {
+            self.drain_connection_lost(error, remote_close);
+            return;
+        }
         match remote_close {
             Some((CloseCode::Superseded, _)) => self.supersede(Initiator::Remote),
             Some((code, reason)) => self.close(
@@ -312,20 +350,23 @@ impl ConnProto {
     }
 
     /// Time passed: a pending connection whose deadline is reached closes
-    /// with [`CoreError::PreflightTimeout`].
+    /// with [`CoreError::PreflightTimeout`]; a drain whose deadline is
+    /// reached ends as if the peer had finished.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if let State::Pending { deadline } = self.state
-            && now >= deadline
-        {
-            let secs = self.preflight_timeout_secs;
-            self.close(CoreError::PreflightTimeout { secs }, Initiator::Remote);
+        match self.state {
+            State::Pending { deadline } if now >= deadline => {
+                let secs = self.preflight_timeout_secs;
+                self.close(CoreError::PreflightTimeout { secs }, Initiator::Remote);
+            }
+            State::Draining { deadline, .. } if now >= deadline => self.drain_timed_out(),
+            _ => {}
         }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Pending { deadline } => Some(deadline),
+            State::Pending { deadline } | State::Draining { deadline, .. } => Some(deadline),
             _ => None,
         }
     }
@@ -339,7 +380,13 @@ impl ConnProto {
             if let Some(event) = self.events.pop_front() {
                 return Some(event);
             }
-            if !matches!(self.state, State::Pending { .. } | State::Active) {
+            let may_decode = match self.state {
+                State::Pending { .. } | State::Active => true,
+                // Not while kitsune2 judges a preflight that came in.
+                State::Draining { .. } => self.remote_url.is_none() || self.validated,
+                _ => false,
+            };
+            if !may_decode {
                 return None;
             }
             let decoder = self.decoder.as_mut()?;
@@ -349,9 +396,11 @@ impl ConnProto {
                     let end = decoder.finish();
                     self.decoder = None;
                     self.stream_finished = false;
-                    match end {
-                        Ok(()) => debug!("peer finished its stream"),
-                        Err(e) => self.stream_failed(e.into(), Initiator::Remote),
+                    let at = self.fin_at.take();
+                    match (end, at) {
+                        (Ok(()), Some(at)) => self.peer_finished(at),
+                        (Ok(()), None) => debug!("peer finished its stream"),
+                        (Err(e), _) => self.stream_failed(e.into(), Initiator::Remote),
                     }
                 }
                 Ok(None) => return None,
@@ -394,7 +443,16 @@ impl ConnProto {
         debug_assert!(self.preflight_queued, "our preflight goes out first");
         self.state = State::Active;
         self.was_active = true;
+        self.validated = true;
         true
+    }
+
+    /// kitsune2 accepted the peer's preflight on a connection that is
+    /// draining (it lost resolution while kitsune2 judged): the peer's
+    /// frames after it are delivered until its stream ends, but the
+    /// connection does not become active.
+    pub(crate) fn accept_preflight(&mut self) {
+        self.validated = true;
     }
 
     /// `→ Superseded`: a preferred connection to the same peer won, as
@@ -444,11 +502,31 @@ impl ConnProto {
                 );
             }
             (State::Active, Frame::Data(data)) => self.events.push_back(Event::Data(data)),
-            (State::Active, Frame::Preflight(_)) => {
+            (State::Draining { .. }, Frame::Preflight(p)) if self.remote_url.is_none() => {
+                match self.check_preflight(&p.url) {
+                    Ok(url) => {
+                        self.remote_url = Some(url.clone());
+                        self.events
+                            .push_back(Event::Preflight { url, data: p.data });
+                    }
+                    Err(e) => {
+                        self.close(e, Initiator::Remote);
+                    }
+                }
+            }
+            (State::Draining { .. }, frame @ Frame::Data(_)) if self.remote_url.is_none() => {
+                let found = frame.frame_type();
+                self.close(
+                    CodecError::ExpectedPreflight { found }.into(),
+                    Initiator::Remote,
+                );
+            }
+            (State::Draining { .. }, Frame::Data(data)) => self.events.push_back(Event::Data(data)),
+            (State::Active | State::Draining { .. }, Frame::Preflight(_)) => {
                 self.decoder = None;
                 self.stream_failed(CodecError::UnexpectedPreflight.into(), Initiator::Remote);
             }
-            // poll_event decodes only in Pending and Active.
+            // poll_event decodes only in Pending, Active and Draining.
             _ => debug_assert!(false, "frame decoded in state {:?}", self.state),
         }
     }
@@ -472,7 +550,12 @@ impl ConnProto {
     /// A stream ended badly: before the peer's preflight is through, the
     /// whole connection goes; after it, only that stream.
     fn stream_failed(&mut self, error: CoreError, by: Initiator) {
-        if matches!(self.state, State::Active) {
+        let past_preflight = match self.state {
+            State::Active => true,
+            State::Draining { .. } => self.validated,
+            _ => false,
+        };
+        if past_preflight {
             self.events.push_back(Event::StreamFailed(error));
         } else {
             self.close(error, by);

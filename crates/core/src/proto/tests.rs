@@ -11,6 +11,7 @@ use super::*;
 
 const PEER: EndpointId = [7; 32];
 const TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// A start instant, from tokio's clock as the core's rule wants.
 fn t0() -> Instant {
@@ -37,7 +38,7 @@ fn data(bytes: &'static [u8]) -> Bytes {
 }
 
 fn proto(role: Role, t0: Instant) -> ConnProto {
-    let mut p = ConnProto::new(role, PEER, Limits::default(), t0, TIMEOUT);
+    let mut p = ConnProto::new(role, PEER, Limits::default(), t0, TIMEOUT, DRAIN);
     p.queue_preflight(&url_of(&[1; 32]), Bytes::from_static(b"ours"));
     p
 }
@@ -186,7 +187,7 @@ fn a_stream_ending_mid_frame_fails_after_its_whole_frames() {
     let partial = data(b"partial");
     bytes.extend_from_slice(&partial[..partial.len() - 2]);
     p.handle_chunk(Bytes::from(bytes));
-    p.handle_stream_end();
+    p.handle_stream_end(t0());
     assert!(matches!(p.poll_event(), Some(Event::Data(d)) if &d[..] == b"whole"));
     assert!(matches!(
         p.poll_event(),
@@ -199,13 +200,20 @@ fn a_stream_ending_mid_frame_fails_after_its_whole_frames() {
 }
 
 #[test]
-fn a_clean_stream_end_is_no_error() {
+fn a_clean_stream_end_after_activation_starts_a_drain() {
     let mut p = active(t0());
     p.handle_chunk(data(b"last"));
-    p.handle_stream_end();
-    assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+    p.handle_stream_end(t0());
+    assert!(
+        matches!(p.poll_event(), Some(Event::Data(_))),
+        "frames first"
+    );
+    assert!(matches!(p.poll_event(), Some(Event::PeerFinished)));
     assert!(p.poll_event().is_none());
     assert!(!p.has_stream());
+    assert_eq!(p.state(), ConnState::Draining);
+    assert!(!p.may_send_data(), "nothing new goes out");
+    assert!(p.ended_deliberately(), "sends go elsewhere");
 }
 
 #[test]
@@ -214,7 +222,7 @@ fn stream_errors_before_the_preflight_end_the_connection() {
     p.handle_stream();
     let pf = preflight(&PEER);
     p.handle_chunk(pf.slice(..pf.len() / 2));
-    p.handle_stream_end();
+    p.handle_stream_end(t0());
     assert!(p.poll_event().is_none());
     assert!(matches!(
         closed_error(&p),

@@ -206,6 +206,15 @@ impl Node {
     }
 }
 
+/// Logs to the test's output when `RUST_LOG` is set (e.g.
+/// `RUST_LOG=kitsune2_iroh_core=debug`).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+}
+
 /// Lets spawned tasks run until idle (under paused time the clock jumps).
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;

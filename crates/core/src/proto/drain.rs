@@ -1,0 +1,204 @@
+//! The drain: how a deliberate close loses no frame (no change on the
+//! wire; a stream's FIN says "no more frames on this connection").
+//!
+//! QUIC discards what the peer has not received when a connection closes,
+//! so a side that closes on purpose (`disconnect`, `close`, supersession)
+//! does not close at once:
+//!
+//! 1. It stops putting frames on the connection (it is out of use; new
+//!    sends go to a new or the winning connection), lets the write in
+//!    progress end, and finishes its stream (FIN): [`ConnProto::start_drain`].
+//! 2. The peer reads up to that FIN, so every frame before it reaches its
+//!    handler; then it finishes its own stream after its last frame
+//!    ([`Event::PeerFinished`]) and waits for the close.
+//! 3. The closing side reads up to the peer's FIN, and once its own FIN
+//!    is acknowledged (the peer received everything), it closes with the
+//!    code and reason it meant: 1 graceful, 2 superseded.
+//! 4. Bounded: at the drain deadline the drain ends as if the peer had
+//!    finished. The incumbent never finishes its stream, so against it a
+//!    close takes the deadline.
+//!
+//! When both sides start a drain at once, each waits for the other's FIN
+//! and for its own to be acknowledged before closing, so whichever closes
+//! first, the other has received everything.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::{ConnProto, Event, State};
+use crate::close::CloseCode;
+use crate::error::{CoreError, Initiator};
+
+impl ConnProto {
+    /// True while a drain runs.
+    pub(crate) fn is_draining(&self) -> bool {
+        matches!(self.state, State::Draining { .. })
+    }
+
+    /// `→ Draining` on purpose: this side closes, and `close`
+    /// ([`CoreError::Disconnected`], [`CoreError::Closed`] or
+    /// [`CoreError::Superseded`]) is how the connection ends once the
+    /// drain is through. Returns whether a drain of ours started; after
+    /// it, the driver finishes our stream and reports it with
+    /// [`handle_ours_finished`](Self::handle_ours_finished).
+    pub(crate) fn start_drain(&mut self, close: CoreError, now: Instant) -> bool {
+        debug_assert!(close.is_deliberate(), "a drain ends deliberately");
+        let deadline = now + self.drain_timeout;
+        match &mut self.state {
+            State::Pending { .. } | State::Validating | State::Active => {
+                debug!(%close, "draining");
+                self.state = State::Draining {
+                    close,
+                    by: Initiator::Local,
+                    deadline,
+                    ours_done: false,
+                    peer_done: false,
+                };
+                true
+            }
+            State::Draining {
+                close: end,
+                by: by @ Initiator::Remote,
+                ..
+            } => {
+                // The peer finished first; now we close too, as we meant.
+                *end = close;
+                *by = Initiator::Local;
+                self.maybe_end_drain();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Our stream is finished and the peer acknowledged all of it (or we
+    /// never opened one, or it failed: nothing more can go out).
+    pub(crate) fn handle_ours_finished(&mut self) {
+        if let State::Draining { ours_done, .. } = &mut self.state {
+            *ours_done = true;
+            self.maybe_end_drain();
+        }
+    }
+
+    /// The peer's stream ended cleanly after its last frame, at `now`.
+    pub(super) fn peer_finished(&mut self, now: Instant) {
+        match &mut self.state {
+            State::Active => {
+                debug!("peer finished its stream: draining");
+                self.state = State::Draining {
+                    // Only used if the peer never closes (see
+                    // `drain_timed_out`).
+                    close: CoreError::ConnectionClosed {
+                        code: Some(CloseCode::Graceful),
+                        reason: String::new(),
+                    },
+                    by: Initiator::Remote,
+                    deadline: now + self.drain_timeout,
+                    ours_done: false,
+                    peer_done: true,
+                };
+                self.events.push_back(Event::PeerFinished);
+            }
+            State::Draining { peer_done, .. } => {
+                *peer_done = true;
+                self.maybe_end_drain();
+            }
+            _ => debug!("peer finished a stream before its preflight"),
+        }
+    }
+
+    /// The connection ended while draining.
+    pub(super) fn drain_connection_lost(
+        &mut self,
+        error: CoreError,
+        remote_close: Option<(CloseCode, Bytes)>,
+    ) {
+        let State::Draining { by, .. } = self.state else {
+            return;
+        };
+        match (by, remote_close) {
+            // We were closing anyway: it ends as we meant.
+            (Initiator::Local, _) => self.end_drain(),
+            (_, Some((CloseCode::Superseded, _))) => {
+                self.state = State::Superseded {
+                    by: Initiator::Remote,
+                };
+            }
+            (_, Some((code, reason))) => {
+                self.state = State::Closed {
+                    error: CoreError::ConnectionClosed {
+                        code: Some(code),
+                        reason: String::from_utf8_lossy(&reason).into_owned(),
+                    },
+                    by: Initiator::Remote,
+                };
+            }
+            (_, None) => {
+                self.state = State::Closed {
+                    error,
+                    by: Initiator::Backend,
+                };
+            }
+        }
+        self.decoder = None;
+    }
+
+    /// The drain deadline passed.
+    pub(super) fn drain_timed_out(&mut self) {
+        let State::Draining { by, .. } = self.state else {
+            return;
+        };
+        debug!(?by, "drain deadline reached");
+        match by {
+            Initiator::Local => self.end_drain(),
+            // The peer said goodbye with its FIN but never closed.
+            _ => {
+                let State::Draining { close, .. } =
+                    std::mem::replace(&mut self.state, State::Validating)
+                else {
+                    return;
+                };
+                self.state = State::Closed {
+                    error: close,
+                    by: Initiator::Remote,
+                };
+                self.decoder = None;
+            }
+        }
+    }
+
+    fn maybe_end_drain(&mut self) {
+        if let State::Draining {
+            by: Initiator::Local,
+            ours_done: true,
+            peer_done: true,
+            ..
+        } = self.state
+        {
+            self.end_drain();
+        }
+    }
+
+    /// `Draining → Closed { close, Local }` (or `Superseded { Local }`).
+    fn end_drain(&mut self) {
+        let State::Draining { close, .. } = std::mem::replace(&mut self.state, State::Validating)
+        else {
+            return;
+        };
+        debug!(%close, "drain done");
+        self.state = match close {
+            CoreError::Superseded => State::Superseded {
+                by: Initiator::Local,
+            },
+            error => State::Closed {
+                error,
+                by: Initiator::Local,
+            },
+        };
+        // Events not yet polled (data decoded before the end) still come
+        // out: poll_event hands them out whatever the state.
+        self.decoder = None;
+    }
+}
