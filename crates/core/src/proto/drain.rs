@@ -202,3 +202,161 @@ impl ConnProto {
         self.decoder = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kitsune2_iroh_codec::Frame;
+
+    use super::super::tests::{active, data, t0};
+    use super::*;
+    use crate::proto::ConnState;
+
+    fn disconnected() -> CoreError {
+        CoreError::Disconnected {
+            reason: Some("bye".to_owned()),
+        }
+    }
+
+    #[test]
+    fn our_drain_ends_once_both_streams_are_through() {
+        let mut p = active(t0());
+        assert!(p.start_drain(disconnected(), t0()));
+        assert_eq!(p.state(), ConnState::Draining);
+        assert!(!p.may_send_data());
+        assert!(p.ended_deliberately());
+        assert!(!p.start_drain(CoreError::Closed, t0()), "once");
+        // The peer's frames up to its FIN are still delivered.
+        p.handle_chunk(data(b"in flight"));
+        assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+        p.handle_ours_finished();
+        assert_eq!(p.state(), ConnState::Draining, "the peer's FIN is missing");
+        p.handle_stream_end(t0());
+        assert!(p.poll_event().is_none());
+        assert_eq!(p.state(), ConnState::Closed);
+        assert_eq!(
+            p.close_frame(),
+            Some((CloseCode::Graceful, "bye".to_owned()))
+        );
+        assert_eq!(p.end_report(None), super::super::EndReport::Silent);
+    }
+
+    #[test]
+    fn our_drain_waits_for_our_fin_to_be_acknowledged() {
+        let mut p = active(t0());
+        p.start_drain(CoreError::Closed, t0());
+        p.handle_stream_end(t0());
+        assert!(p.poll_event().is_none());
+        assert_eq!(p.state(), ConnState::Draining, "our FIN is not acked yet");
+        p.handle_ours_finished();
+        assert_eq!(p.state(), ConnState::Closed);
+    }
+
+    #[test]
+    fn a_superseding_drain_ends_superseded() {
+        let mut p = active(t0());
+        p.start_drain(CoreError::Superseded, t0());
+        p.handle_ours_finished();
+        p.handle_stream_end(t0());
+        assert!(p.poll_event().is_none());
+        assert_eq!(p.state(), ConnState::Superseded);
+        assert_eq!(p.close_frame().unwrap().0, CloseCode::Superseded);
+    }
+
+    #[test]
+    fn the_deadline_ends_a_drain_the_peer_never_answers() {
+        let start = t0();
+        let mut p = active(start);
+        p.start_drain(disconnected(), start);
+        assert_eq!(p.poll_timeout(), Some(start + Duration::from_secs(1)));
+        p.handle_timeout(start + Duration::from_millis(999));
+        assert_eq!(p.state(), ConnState::Draining);
+        p.handle_timeout(start + Duration::from_secs(1));
+        assert_eq!(p.state(), ConnState::Closed);
+        assert_eq!(p.close_frame().unwrap().0, CloseCode::Graceful);
+    }
+
+    #[test]
+    fn the_peers_fin_starts_its_drain_and_its_close_ends_it() {
+        let mut p = active(t0());
+        p.handle_chunk(data(b"last"));
+        p.handle_stream_end(t0());
+        assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+        assert!(matches!(p.poll_event(), Some(Event::PeerFinished)));
+        p.handle_ours_finished();
+        assert_eq!(p.state(), ConnState::Draining, "waits for the peer's close");
+        let close = Some((CloseCode::Graceful, Bytes::from_static(b"bye")));
+        p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close.clone());
+        assert!(matches!(
+            p.closed(),
+            Some((CoreError::ConnectionClosed { .. }, Initiator::Remote))
+        ));
+        assert_eq!(
+            p.end_report(close),
+            super::super::EndReport::Disconnected {
+                url: p.remote_url().unwrap().clone(),
+                reason: Some("bye".to_owned()),
+            }
+        );
+    }
+
+    #[test]
+    fn both_sides_draining_at_once() {
+        let mut p = active(t0());
+        p.handle_stream_end(t0());
+        assert!(matches!(p.poll_event(), Some(Event::PeerFinished)));
+        // Now we close too: the peer's FIN is in already.
+        assert!(p.start_drain(disconnected(), t0()));
+        assert_eq!(p.state(), ConnState::Draining);
+        p.handle_ours_finished();
+        assert_eq!(p.state(), ConnState::Closed);
+        assert_eq!(p.end_report(None), super::super::EndReport::Silent);
+    }
+
+    #[test]
+    fn the_peers_close_during_our_drain_ends_it_as_we_meant() {
+        let mut p = active(t0());
+        p.start_drain(CoreError::Superseded, t0());
+        p.handle_connection_lost(
+            CoreError::io("accept_uni", "closed"),
+            Some((CloseCode::Superseded, Bytes::new())),
+        );
+        assert_eq!(p.state(), ConnState::Superseded);
+        assert_eq!(p.closed().unwrap().1, Initiator::Local);
+    }
+
+    #[test]
+    fn a_pending_connection_drained_still_takes_the_peers_preflight_and_data() {
+        let mut p = ConnProto::new(
+            super::super::Role::Dialer,
+            super::super::tests::PEER,
+            kitsune2_iroh_codec::Limits::default(),
+            t0(),
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+        );
+        p.start_drain(CoreError::Superseded, t0());
+        p.handle_stream();
+        let mut bytes = super::super::tests::preflight(&super::super::tests::PEER).to_vec();
+        bytes.extend_from_slice(&data(b"written before it lost"));
+        p.handle_chunk(Bytes::from(bytes));
+        assert!(matches!(p.poll_event(), Some(Event::Preflight { .. })));
+        assert!(p.poll_event().is_none(), "not before kitsune2 accepted it");
+        p.accept_preflight();
+        assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+        assert_eq!(p.state(), ConnState::Draining, "never active");
+        p.handle_stream();
+        p.handle_chunk(
+            Frame::preflight("http://h:1/x", Bytes::new())
+                .encode(&kitsune2_iroh_codec::Limits::default())
+                .unwrap()
+                .to_bytes(),
+        );
+        assert!(
+            matches!(p.poll_event(), Some(Event::StreamFailed(_))),
+            "a second preflight ends its stream"
+        );
+    }
+}

@@ -9,12 +9,12 @@ use kitsune2_iroh_codec::{CodecError, Frame, Limits};
 
 use super::*;
 
-const PEER: EndpointId = [7; 32];
+pub(super) const PEER: EndpointId = [7; 32];
 const TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN: Duration = Duration::from_secs(1);
 
 /// A start instant, from tokio's clock as the core's rule wants.
-fn t0() -> Instant {
+pub(super) fn t0() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -26,14 +26,14 @@ fn wire(frame: Frame) -> Bytes {
     frame.encode(&Limits::default()).unwrap().to_bytes()
 }
 
-fn preflight(id: &EndpointId) -> Bytes {
+pub(super) fn preflight(id: &EndpointId) -> Bytes {
     wire(Frame::preflight(
         url_of(id).as_str(),
         Bytes::from_static(b"pf"),
     ))
 }
 
-fn data(bytes: &'static [u8]) -> Bytes {
+pub(super) fn data(bytes: &'static [u8]) -> Bytes {
     wire(Frame::data(Bytes::from_static(bytes)))
 }
 
@@ -44,7 +44,7 @@ fn proto(role: Role, t0: Instant) -> ConnProto {
 }
 
 /// A proto past the preflight exchange, with a stream open.
-fn active(t0: Instant) -> ConnProto {
+pub(super) fn active(t0: Instant) -> ConnProto {
     let mut p = proto(Role::Dialer, t0);
     assert!(p.poll_transmit().is_some());
     p.handle_stream();
