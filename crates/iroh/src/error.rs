@@ -2,7 +2,7 @@
 
 use crate::iroh_types::{
     BindError, ConnectError, ConnectingError, ConnectionError, InvalidSocketAddr, KeyParsingError,
-    ReadError, RelaySpawnError, RelaySupervisorError, RelayUrlParseError, WriteError,
+    ReadError, RelaySpawnError, RelaySupervisorError, RelayUrlParseError, StoppedError, WriteError,
 };
 use kitsune2_api::K2Error;
 
@@ -144,6 +144,13 @@ pub enum IrohTransportError {
         /// iroh's reason.
         #[source]
         source: WriteError,
+    },
+    /// Waiting for the peer to receive a finished stream failed.
+    #[error("finishing the stream")]
+    Finish {
+        /// iroh's reason.
+        #[source]
+        source: StoppedError,
     },
     /// Reading from a stream failed.
     #[error("stream read failed")]

@@ -6,7 +6,7 @@ pub use iroh::{Endpoint, EndpointId, RelayUrl, SecretKey};
 pub(crate) use iroh::endpoint::{
     BindError, ConnectError, ConnectingError, Connection as QuicConnection, ConnectionError,
     InvalidSocketAddr, PortmapperConfig, QuicTransportConfig, ReadError,
-    RecvStream as QuicRecvStream, SendStream as QuicSendStream, VarInt, WriteError,
+    RecvStream as QuicRecvStream, SendStream as QuicSendStream, StoppedError, VarInt, WriteError,
     presets::Minimal,
 };
 pub(crate) use iroh::{
