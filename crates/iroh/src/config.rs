@@ -23,12 +23,23 @@ use crate::error::{IrohTransportError, Result};
 use crate::iroh_types::RelayUrl;
 use crate::url::{is_loopback_relay, peer_url_len};
 use kitsune2_iroh_codec::{FRAME_HEADER_LEN, PREFLIGHT_URL_LEN_LEN};
+use kitsune2_iroh_core::DEFAULT_CONNECT_TIMEOUT;
 
-/// Default `maxFrameBytes`: 100 MiB, header included.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
+/// Default `maxFrameBytes`: 100 MiB, header included (the codec's default,
+/// through the core).
+pub use kitsune2_iroh_core::DEFAULT_MAX_FRAME_BYTES;
 
-/// Default `connectTimeoutS`: 60 s.
-pub const DEFAULT_CONNECT_TIMEOUT_S: u32 = 60;
+/// Default `connectTimeoutS`: 60 s, the core's
+/// [`DEFAULT_CONNECT_TIMEOUT`](kitsune2_iroh_core::DEFAULT_CONNECT_TIMEOUT)
+/// in whole seconds.
+// `as` in a const; the assertion below proves it loses nothing.
+pub const DEFAULT_CONNECT_TIMEOUT_S: u32 = DEFAULT_CONNECT_TIMEOUT.as_secs() as u32;
+
+const _: () = assert!(
+    DEFAULT_CONNECT_TIMEOUT.subsec_nanos() == 0
+        && DEFAULT_CONNECT_TIMEOUT.as_secs() == DEFAULT_CONNECT_TIMEOUT_S as u64,
+    "the core's default connect timeout must be whole seconds that fit connectTimeoutS"
+);
 
 /// Default `relayKeepaliveIntervalS`: 120 s, well inside the bootstrap
 /// server's 5-minute auth token idle timeout.

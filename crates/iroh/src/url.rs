@@ -9,16 +9,20 @@
 //! and an endpoint id of all `0xaa` bytes give
 //! `http://127.0.0.1:4433/relay/aaaa…aaaa`.
 //!
-//! Parsing takes everything before the last `/` (plus a trailing `/`) as the
-//! relay URL and the last segment as the endpoint id.
+//! The core owns the format ([`format_peer_url`] joins a relay part and an
+//! id, [`PeerAddr::parse`] splits a peer URL into them); this module adds
+//! what is iroh's: writing a [`RelayUrl`] as the relay part (port always
+//! written, IPv6 bracketed) and reading the parts back as a [`RelayUrl`]
+//! and an [`EndpointId`].
 
 use crate::error::{IrohTransportError, Result};
 use crate::iroh_types::{EndpointId, RelayUrl};
-use kitsune2_api::Url;
+use kitsune2_api::{K2Error, Url};
+use kitsune2_iroh_core::{PeerAddr, format_peer_url};
 use std::str::FromStr;
 
-/// Length in characters of an endpoint id in a peer URL (hex).
-pub const ENDPOINT_ID_HEX_LEN: usize = 64;
+/// Length in characters of an endpoint id in a peer URL (hex); the core's.
+pub use kitsune2_iroh_core::ENDPOINT_ID_HEX_LEN;
 
 /// Parses and checks a relay URL: it must parse, use `http` or `https` and
 /// have a host.
@@ -119,11 +123,12 @@ pub fn peer_url_len(relay: &RelayUrl) -> Result<usize> {
 /// [`IrohTransportError::RelayUrlWithoutPort`], or
 /// [`IrohTransportError::InvalidPeerUrl`] if kitsune2 rejects the result.
 pub fn peer_url(relay: &RelayUrl, endpoint_id: EndpointId) -> Result<Url> {
-    let url = format!("{}/{endpoint_id}", relay_prefix(relay)?);
+    let url = format_peer_url(&relay_prefix(relay)?, endpoint_id.as_bytes());
     Url::from_str(&url).map_err(|source| IrohTransportError::InvalidPeerUrl { url, source })
 }
 
-/// Splits a peer URL into its relay URL and endpoint id.
+/// Splits a peer URL into its relay URL and endpoint id, with the core's
+/// [`PeerAddr::parse`].
 ///
 /// # Errors
 ///
@@ -131,18 +136,28 @@ pub fn peer_url(relay: &RelayUrl, endpoint_id: EndpointId) -> Result<Url> {
 /// last path segment, [`IrohTransportError::InvalidEndpointId`] if it is not
 /// an endpoint id, or a relay URL error for what comes before it.
 pub fn parse_peer_url(url: &Url) -> Result<(RelayUrl, EndpointId)> {
-    let s = url.as_str();
-    let id = url
-        .peer_id()
-        .ok_or_else(|| IrohTransportError::PeerUrlWithoutEndpointId { url: s.to_owned() })?;
-    // `peer_id` is the text after the last '/', so what precedes it is the
-    // relay URL with its trailing '/'.
-    let relay = &s[..s.len() - id.len()];
-    let endpoint_id =
-        EndpointId::from_str(id).map_err(|source| IrohTransportError::InvalidEndpointId {
-            url: s.to_owned(),
+    let addr = PeerAddr::parse(url).map_err(|refusal| refused(url, refusal))?;
+    let endpoint_id = EndpointId::from_bytes(&addr.id).map_err(|source| {
+        IrohTransportError::InvalidEndpointId {
+            url: url.as_str().to_owned(),
             source,
-        })?;
-    let relay = parse_relay_url(relay)?;
+        }
+    })?;
+    let relay = parse_relay_url(&addr.relay_url)?;
     Ok((relay, endpoint_id))
+}
+
+/// This crate's error for a peer URL that [`PeerAddr::parse`] refused
+/// (`refusal`), with iroh's reading of the last segment as the source.
+fn refused(url: &Url, refusal: kitsune2_iroh_core::CoreError) -> IrohTransportError {
+    let text = url.as_str().to_owned();
+    match url.peer_id().map(EndpointId::from_str) {
+        None => IrohTransportError::PeerUrlWithoutEndpointId { url: text },
+        Some(Err(source)) => IrohTransportError::InvalidEndpointId { url: text, source },
+        // iroh also reads base32 ids; a peer URL carries hex only.
+        Some(Ok(_)) => IrohTransportError::InvalidPeerUrl {
+            url: text,
+            source: K2Error::other_src("peer URL", refusal),
+        },
+    }
 }
