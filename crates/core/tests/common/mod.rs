@@ -215,9 +215,15 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// Lets spawned tasks run until idle (under paused time the clock jumps).
+/// Runs every task to quiescence without moving the clock on: under paused
+/// time the runtime advances the clock only once no task can run, so a
+/// nanosecond's sleep returns exactly when everything else is idle (no
+/// deadline of the transport, all at least a millisecond away, fires).
+/// Repeated, so that work woken by the last round runs too.
 pub async fn settle() {
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_nanos(1)).await;
+    }
 }
 
 /// A frame's wire bytes.
