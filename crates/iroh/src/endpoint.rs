@@ -17,6 +17,7 @@ use crate::iroh_types::{
 };
 use crate::url::is_loopback_relay;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The ALPN of the kitsune2 iroh wire protocol.
@@ -62,6 +63,13 @@ pub(crate) fn relay_config(url: &RelayUrl, token: Option<String>) -> RelayConfig
         config = config.with_auth_token(token);
     }
     config
+}
+
+/// Adds `url` to `endpoint`'s relays as [`relay_config`] describes it,
+/// presenting `token` as bearer token on its websocket when given.
+pub(crate) async fn insert_relay(endpoint: &Endpoint, url: RelayUrl, token: Option<String>) {
+    let config = relay_config(&url, token);
+    endpoint.insert_relay(url, Arc::new(config)).await;
 }
 
 /// Binds an iroh endpoint configured for the kitsune2 wire protocol.

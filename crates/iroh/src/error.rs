@@ -5,6 +5,7 @@ use crate::iroh_types::{
     ReadError, RelaySpawnError, RelaySupervisorError, RelayUrlParseError, StoppedError, WriteError,
 };
 use kitsune2_api::K2Error;
+use kitsune2_iroh_core::CoreError;
 
 /// Result with [`IrohTransportError`].
 pub type Result<T, E = IrohTransportError> = std::result::Result<T, E>;
@@ -215,4 +216,10 @@ impl From<IrohTransportError> for K2Error {
     fn from(err: IrohTransportError) -> Self {
         Self::other_src("kitsune2-iroh", err)
     }
+}
+
+/// The core's error for a failed `op`, keeping `err` (and iroh's error
+/// under it) as its source.
+pub(crate) fn core_err(op: &'static str, err: IrohTransportError) -> CoreError {
+    CoreError::io(op, err)
 }

@@ -1,10 +1,10 @@
 //! [`IrohTransportFactory`]: the `kitsune2_api::TransportFactory` users
 //! plug in, building the core's transport over an iroh endpoint.
 
-use crate::backend::IrohEndpoint;
 use crate::config::{IrohTransportConfig, IrohTransportModConfig};
 use crate::endpoint::{EndpointOptions, bind_endpoint};
 use crate::error::IrohTransportError;
+use crate::iroh_endpoint::IrohEndpoint;
 use crate::relay_auth::RelayAuth;
 use crate::space_relays::SpaceRelaySettings;
 use crate::url::normalize_relay_url;

@@ -37,23 +37,27 @@
 //! seam to iroh is visible at a glance; the ones that appear in the public API
 //! are re-exported here.
 
-mod backend;
+mod accept;
 pub mod config;
+mod connection;
 pub mod endpoint;
 mod error;
 mod factory;
+mod iroh_endpoint;
 mod iroh_types;
 pub mod relay;
 mod relay_auth;
+mod space_endpoints;
 mod space_relays;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 pub mod url;
 
-pub use backend::{IrohConnection, IrohEndpoint, IrohRecvStream, IrohSendStream};
 pub use config::{IrohTransportConfig, IrohTransportModConfig, PlainTextPolicy};
+pub use connection::{IrohConnection, IrohRecvStream, IrohSendStream};
 pub use error::{IrohTransportError, Result};
 pub use factory::{IrohTransportFactory, create_transport};
+pub use iroh_endpoint::IrohEndpoint;
 pub use iroh_types::{Endpoint, EndpointId, RelayUrl, SecretKey};
 /// Reason text of the graceful close `close()` sends every peer, as
 /// `kitsune2_transport_iroh::TRANSPORT_CLOSED_REASON` (`"Transport closed"`).

@@ -13,7 +13,8 @@ use tokio::time::timeout;
 
 const BOUND: Duration = Duration::from_secs(20);
 
-async fn endpoint(relay: &RelayUrl) -> IrohEndpoint {
+/// An [`IrohEndpoint`] on `relay`, and the iroh endpoint it wraps.
+async fn endpoint(relay: &RelayUrl) -> (IrohEndpoint, kitsune2_iroh::Endpoint) {
     let ep = bind_endpoint(&EndpointOptions {
         relay_url: Some(relay.clone()),
         bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -22,7 +23,7 @@ async fn endpoint(relay: &RelayUrl) -> IrohEndpoint {
     })
     .await
     .unwrap();
-    IrohEndpoint::new(ep)
+    (IrohEndpoint::new(ep.clone()), ep)
 }
 
 async fn published_url(ep: &IrohEndpoint) -> kitsune2_api::Url {
@@ -38,13 +39,13 @@ async fn published_url(ep: &IrohEndpoint) -> kitsune2_api::Url {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_peer_url_and_moves_frames_and_close_codes() {
     let relay = EmbeddedRelay::start().await.unwrap();
-    let a = endpoint(relay.url()).await;
-    let b = endpoint(relay.url()).await;
+    let (a, _) = endpoint(relay.url()).await;
+    let (b, b_iroh) = endpoint(relay.url()).await;
 
     let b_url = published_url(&b).await;
-    let b_id = *b.inner().id().as_bytes();
+    let b_id = *b_iroh.id().as_bytes();
     assert_eq!(b.local_id(), b_id);
-    assert_eq!(b_url, peer_url(relay.url(), b.inner().id()).unwrap());
+    assert_eq!(b_url, peer_url(relay.url(), b_iroh.id()).unwrap());
     assert!(!a.is_home_relay_known_down());
 
     let peer = PeerAddr::parse(&b_url).unwrap();
@@ -100,10 +101,10 @@ async fn publishes_peer_url_and_moves_frames_and_close_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_relay_known_down_after_relay_stops() {
     let relay = EmbeddedRelay::start().await.unwrap();
-    let ep = endpoint(relay.url()).await;
+    let (ep, ep_iroh) = endpoint(relay.url()).await;
     published_url(&ep).await;
     // The relay must have been up: wait until the endpoint is connected to it.
-    timeout(BOUND, ep.inner().online())
+    timeout(BOUND, ep_iroh.online())
         .await
         .expect("endpoint did not come online");
     assert!(!ep.is_home_relay_known_down());
@@ -119,7 +120,7 @@ async fn home_relay_known_down_after_relay_stops() {
     assert!(
         down,
         "relay shut down but not reported down within 20 s: {:?}",
-        iroh::Watcher::get(&mut ep.inner().home_relay_status())
+        iroh::Watcher::get(&mut ep_iroh.home_relay_status())
     );
     timeout(BOUND, ep.close()).await.unwrap();
 }

@@ -1,0 +1,186 @@
+//! iroh's QUIC connection and uni streams seen through the core's
+//! `Connection`, `SendStream` and `RecvStream` traits: a plain mapping, no
+//! protocol logic.
+//!
+//! | core trait     | iroh type                                          |
+//! |----------------|-------------------------------------------------------------------------|
+//! | `Connection`   | `iroh::endpoint::Connection`                                            |
+//! | `SendStream`   | `iroh::endpoint::SendStream` (`write_many_chunks`, `finish`, `stopped`) |
+//! | `RecvStream`   | `iroh::endpoint::RecvStream` (`read_chunk`)                             |
+
+use crate::error::{IrohTransportError, core_err};
+use crate::iroh_types::{ConnectionError, QuicConnection, QuicRecvStream, QuicSendStream, VarInt};
+use bytes::Bytes;
+use kitsune2_api::BoxFut;
+use kitsune2_iroh_core::{
+    CloseCode, Connection, CoreError, DynRecvStream, DynSendStream, RecvStream, SendStream,
+};
+use std::sync::OnceLock;
+
+/// Largest chunk asked of iroh per read; chunks are views into QUIC's
+/// receive buffer, so this bounds nothing the peer controls.
+const READ_CHUNK_MAX: usize = 64 * 1024;
+
+/// An iroh connection seen through the core's `Connection` trait.
+///
+/// # Invariants
+///
+/// [`remote_close`](Connection::remote_close) keeps reporting the peer's
+/// application close after a later local close: iroh's QUIC replaces a
+/// connection's close reason with "locally closed" when it is closed
+/// locally, so the peer's close is saved first.
+#[derive(Debug)]
+pub struct IrohConnection {
+    inner: QuicConnection,
+    /// The peer's application close, saved before a local close.
+    peer_close: OnceLock<(CloseCode, Bytes)>,
+}
+
+impl IrohConnection {
+    /// Wraps an established iroh connection.
+    pub(crate) fn new(inner: QuicConnection) -> Self {
+        Self {
+            inner,
+            peer_close: OnceLock::new(),
+        }
+    }
+
+    /// The peer's application close, as QUIC reports it now.
+    fn peer_close_now(&self) -> Option<(CloseCode, Bytes)> {
+        match self.inner.close_reason()? {
+            ConnectionError::ApplicationClosed(close) => Some((
+                CloseCode::from_wire(close.error_code.into_inner()),
+                close.reason,
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn conn_err(op: &'static str, source: ConnectionError) -> CoreError {
+    core_err(op, IrohTransportError::Connection { source })
+}
+
+impl Connection for IrohConnection {
+    fn remote_id(&self) -> [u8; 32] {
+        *self.inner.remote_id().as_bytes()
+    }
+
+    fn open_uni(&self) -> BoxFut<'_, Result<DynSendStream, CoreError>> {
+        Box::pin(async move {
+            let s = self
+                .inner
+                .open_uni()
+                .await
+                .map_err(|e| conn_err("open_uni", e))?;
+            Ok(Box::new(IrohSendStream { inner: s }) as DynSendStream)
+        })
+    }
+
+    fn accept_uni(&self) -> BoxFut<'_, Result<DynRecvStream, CoreError>> {
+        Box::pin(async move {
+            let s = self
+                .inner
+                .accept_uni()
+                .await
+                .map_err(|e| conn_err("accept_uni", e))?;
+            Ok(Box::new(IrohRecvStream { inner: s }) as DynRecvStream)
+        })
+    }
+
+    fn close(&self, code: CloseCode, reason: &[u8]) {
+        if let Some(peer) = self.peer_close_now() {
+            // Ignored when already saved: the first close is the peer's.
+            let _ = self.peer_close.set(peer);
+        }
+        // QUIC ignores a close after the first, as the trait requires.
+        self.inner
+            .close(VarInt::from_u32(u32::from(code as u8)), reason);
+    }
+
+    fn remote_close(&self) -> Option<(CloseCode, Bytes)> {
+        self.peer_close
+            .get()
+            .cloned()
+            .or_else(|| self.peer_close_now())
+    }
+
+    fn is_direct(&self) -> bool {
+        self.inner
+            .paths()
+            .iter()
+            .any(|p| p.is_selected() && p.is_ip())
+    }
+}
+
+/// The sending half of an iroh uni stream.
+#[derive(Debug)]
+pub struct IrohSendStream {
+    inner: QuicSendStream,
+}
+
+impl SendStream for IrohSendStream {
+    fn write_chunks<'a>(
+        &'a mut self,
+        chunks: &'a mut [Bytes],
+    ) -> BoxFut<'a, Result<(), CoreError>> {
+        // Resumable (the trait's cancel safety): `write_many_chunks` writes
+        // nothing unless it resolves, and after each call the chunks it
+        // wrote are emptied here, a partly written one already cut by it.
+        Box::pin(async move {
+            let mut start = 0;
+            loop {
+                while chunks.get(start).is_some_and(Bytes::is_empty) {
+                    start += 1;
+                }
+                if start == chunks.len() {
+                    return Ok(());
+                }
+                let written = {
+                    let mut rest = &mut chunks[start..];
+                    let before = rest.len();
+                    self.inner
+                        .write_many_chunks(&mut rest)
+                        .await
+                        .map_err(|source| {
+                            core_err("write", IrohTransportError::Write { source })
+                        })?;
+                    before - rest.len()
+                };
+                for chunk in &mut chunks[start..start + written] {
+                    *chunk = Bytes::new();
+                }
+                start += written;
+            }
+        })
+    }
+
+    fn finish(&mut self) -> BoxFut<'_, Result<(), CoreError>> {
+        Box::pin(async move {
+            // Finishing twice is harmless; the ack wait is what matters.
+            let _ = self.inner.finish();
+            self.inner
+                .stopped()
+                .await
+                .map(drop)
+                .map_err(|source| core_err("finish", IrohTransportError::Finish { source }))
+        })
+    }
+}
+
+/// The receiving half of an iroh uni stream.
+#[derive(Debug)]
+pub struct IrohRecvStream {
+    inner: QuicRecvStream,
+}
+
+impl RecvStream for IrohRecvStream {
+    fn read_chunk(&mut self) -> BoxFut<'_, Result<Option<Bytes>, CoreError>> {
+        Box::pin(async move {
+            self.inner
+                .read_chunk(READ_CHUNK_MAX)
+                .await
+                .map_err(|source| core_err("read", IrohTransportError::Read { source }))
+        })
+    }
+}
