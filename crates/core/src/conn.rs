@@ -224,25 +224,35 @@ impl Conn {
     ///
     /// The backend's write error, or the error that ended the connection
     /// when data can no longer be sent on it.
-    pub(crate) async fn write(self: &Arc<Self>, data: Option<Bytes>) -> Result<(), CoreError> {
+    pub(crate) async fn write(self: &Arc<Self>, data: Option<Bytes>) -> Result<(), WriteFailure> {
+        let untouched = |error| WriteFailure {
+            error,
+            untouched: true,
+        };
         let mut stream = self.send.clone().lock_owned().await;
         while let Some(frame) = self.with(|p| p.poll_transmit()) {
-            stream = self.write_frame(stream, frame).await?;
+            stream = self
+                .write_frame(stream, frame)
+                .await
+                .map_err(|(e, _)| untouched(e))?;
         }
         let Some(data) = data else {
             return Ok(());
         };
         if !self.with(|p| p.may_send_data()) {
-            return Err(self.with(|p| p.closed()).map_or_else(
+            return Err(untouched(self.with(|p| p.closed()).map_or_else(
                 || CoreError::ConnectionClosed {
                     code: None,
                     reason: "connection is draining".to_owned(),
                 },
                 |(e, _)| e,
-            ));
+            )));
         }
         let len = data.len() as u64;
-        let stream = self.write_frame(stream, Frame::data(data)).await?;
+        let stream = self
+            .write_frame(stream, Frame::data(data))
+            .await
+            .map_err(|(error, untouched)| WriteFailure { error, untouched })?;
         drop(stream);
         self.counters.send_messages.fetch_add(1, Ordering::Relaxed);
         self.counters.send_bytes.fetch_add(len, Ordering::Relaxed);
@@ -250,20 +260,25 @@ impl Conn {
     }
 
     /// Writes one frame, opening the stream first if needed; on error the
-    /// stream is dropped, so the next write opens a new one.
+    /// stream is dropped, so the next write opens a new one. The error
+    /// says whether none of the frame went out.
     async fn write_frame(
         self: &Arc<Self>,
         mut stream: SendGuard,
         frame: Frame,
-    ) -> Result<SendGuard, CoreError> {
-        let chunks = frame.encode(&self.limits)?.into_chunks();
+    ) -> Result<SendGuard, (CoreError, bool)> {
+        let chunks = frame
+            .encode(&self.limits)
+            .map_err(|e| (e.into(), true))?
+            .into_chunks();
         if stream.is_none() {
-            *stream = Some(self.connection.open_uni().await?);
+            *stream = Some(self.connection.open_uni().await.map_err(|e| (e, true))?);
         }
+        let total = chunks.iter().map(Bytes::len).sum();
         let mut job = WriteJob {
             conn: self.clone(),
             stream: Some(stream),
-            total: chunks.iter().map(Bytes::len).sum(),
+            total,
             chunks,
         };
         let result = job.run().await;
@@ -273,9 +288,24 @@ impl Conn {
             Ok(()) => Ok(stream),
             Err(e) => {
                 *stream = None;
-                Err(e)
+                Err((e, job.remaining() == total))
             }
         }
+    }
+}
+
+/// A failed [`Conn::write`].
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    pub(crate) error: CoreError,
+    /// None of the data frame went out (so sending it elsewhere cannot
+    /// duplicate it).
+    pub(crate) untouched: bool,
+}
+
+impl From<WriteFailure> for CoreError {
+    fn from(f: WriteFailure) -> Self {
+        f.error
     }
 }
 

@@ -13,7 +13,7 @@ use kitsune2_iroh_codec::{FrameType, encode_header};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, WriteFailure};
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::PeerAddr;
 use crate::proto::{ConnState, Role};
@@ -43,16 +43,23 @@ impl Shared {
         let mut retried = false;
         loop {
             let conn = self.connection_for(&addr).await?;
-            let Err(e) = conn.write(Some(data.clone())).await else {
+            let Err(failure) = conn.write(Some(data.clone())).await else {
                 return Ok(());
             };
-            if retried || !conn.ended_deliberately() {
+            let e = failure.error;
+            // Closed on purpose, or dead before any of the frame went out
+            // (a connection whose reader had not noticed its end yet): the
+            // peer cannot have the frame, so it goes once more elsewhere.
+            if retried || !(conn.ended_deliberately() || failure.untouched) {
                 // The reader notices the failed connection and reports it.
                 conn.close(e.clone(), Initiator::Backend);
                 return Err(e);
             }
             debug!(%peer, %e, "connection closed under a send; redialling");
-            self.registry().remove(&conn);
+            if !conn.ended_deliberately() {
+                conn.close(e, Initiator::Backend);
+            }
+            self.registry().retire(&conn);
             retried = true;
         }
     }
@@ -133,7 +140,7 @@ impl Shared {
         }
         self.spawn_reader(&conn);
         info!(%url, serial = conn.serial, "connected; sending preflight");
-        if let Err(e) = conn.write(None).await {
+        if let Err(WriteFailure { error: e, .. }) = conn.write(None).await {
             if !matches!(conn.state(), ConnState::Superseded | ConnState::Draining) {
                 conn.close(e.clone(), Initiator::Backend);
                 return Err(e);

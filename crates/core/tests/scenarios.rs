@@ -316,6 +316,19 @@ async fn a_send_racing_the_peers_disconnect_redials() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_send_right_after_the_connection_died_redials() {
+    let (net, a, mut b) = connected_pair().await;
+    // Lost without a close frame; a sends before its reader noticed.
+    net.kill(a.id, b.id, None);
+    a.send(&b, b"after").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"after");
+    settle().await;
+    // The dead connection is still reported as lost, once.
+    assert_eq!(a.events().disconnects.len(), 1);
+    assert_eq!(a.events().unresponsive, vec![b.url.clone()]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn graceful_remote_close_is_not_unresponsive() {
     let (net, a, b) = connected_pair().await;
     net.kill(
