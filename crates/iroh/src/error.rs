@@ -1,8 +1,10 @@
 //! The crate's one error type.
 
+#[cfg(feature = "relay")]
+use crate::iroh_types::{RelaySpawnError, RelaySupervisorError};
 use crate::iroh_types::{
     BindError, ConnectError, ConnectingError, ConnectionError, InvalidSocketAddr, KeyParsingError,
-    ReadError, RelaySpawnError, RelaySupervisorError, RelayUrlParseError, StoppedError, WriteError,
+    ReadError, RelayUrlParseError, StoppedError, WriteError,
 };
 use kitsune2_api::K2Error;
 use kitsune2_iroh_core::CoreError;
@@ -184,6 +186,7 @@ pub enum IrohTransportError {
         source: ConnectionError,
     },
     /// The embedded relay server could not start.
+    #[cfg(feature = "relay")]
     #[error("failed to start the embedded relay server")]
     RelaySpawn {
         /// iroh-relay's reason.
@@ -191,6 +194,7 @@ pub enum IrohTransportError {
         source: RelaySpawnError,
     },
     /// The embedded relay server did not shut down cleanly.
+    #[cfg(feature = "relay")]
     #[error("embedded relay server shut down with an error")]
     RelayShutdown {
         /// iroh-relay's reason.
@@ -198,6 +202,7 @@ pub enum IrohTransportError {
         source: RelaySupervisorError,
     },
     /// The embedded relay's thread or runtime could not be created.
+    #[cfg(feature = "relay")]
     #[error("failed to create the embedded relay's thread or runtime")]
     RelayRuntime {
         /// The OS's reason.
@@ -205,9 +210,11 @@ pub enum IrohTransportError {
         source: std::io::Error,
     },
     /// The embedded relay's thread ended without reporting (it panicked).
+    #[cfg(feature = "relay")]
     #[error("embedded relay thread ended unexpectedly")]
     RelayThreadGone,
     /// The embedded relay server started without an HTTP listener.
+    #[cfg(feature = "relay")]
     #[error("embedded relay server has no HTTP address")]
     RelayWithoutHttpAddr,
 }

@@ -13,6 +13,7 @@ pub(crate) use iroh::{
     EndpointAddr, KeyParsingError, RelayConfig, RelayMap, RelayMode, RelayUrlParseError,
     TransportAddr, Watcher,
 };
+#[cfg(feature = "relay")]
 pub(crate) use iroh_relay::server::{
     RelayConfig as RelayHttpConfig, Server as RelayServer, ServerConfig as RelayServerConfig,
     SpawnError as RelaySpawnError, SupervisorError as RelaySupervisorError,

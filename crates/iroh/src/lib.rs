@@ -8,7 +8,7 @@
 //!   `kitsune2_transport_iroh::IrohTransportFactory`.
 //! - [`IrohEndpoint`], [`IrohConnection`], [`IrohSendStream`],
 //!   [`IrohRecvStream`]: the core's network traits implemented over iroh
-//!   (vectored `write_all_chunks` out, `read_chunk` in, no copies).
+//!   (vectored `write_many_chunks` out, `read_chunk` in, no copies).
 //! - [`config`]: [`IrohTransportConfig`] and [`IrohTransportModConfig`], with
 //!   the same JSON shape and defaults as `kitsune2_transport_iroh`, plus typed
 //!   validation: [`IrohTransportConfig::validate`] at `validate_config`
@@ -20,8 +20,9 @@
 //! - [`endpoint`]: the iroh endpoint as the wire protocol needs it (ALPN
 //!   `kitsune2/0`, keep-alive 5 s, idle timeout 60 s, the configured relay as
 //!   home relay, ring TLS).
-//! - [`relay`]: an embedded iroh-relay server on loopback with plain HTTP, for
-//!   tests, demos and benchmarks that must not need the internet.
+//! - `relay` (feature `relay`): an embedded iroh-relay server on loopback
+//!   with plain HTTP, for tests, demos and benchmarks that must not need the
+//!   internet.
 //!
 //! # Features
 //!
@@ -31,7 +32,12 @@
 //!   [`config`]).
 //! - `test-utils`: the `test_utils` module, a test harness on an embedded
 //!   relay and a `MockTxHandler`, with the names of the incumbent's
-//!   `test_utils`.
+//!   `test_utils`. Turns on `relay`.
+//!
+//! And one of its own:
+//!
+//! - `relay`: the `relay` module, `EmbeddedRelay`. It compiles iroh-relay's
+//!   server, which a transport does not need; off by default.
 //!
 //! Every iroh type the crate uses enters through one private module, so the
 //! seam to iroh is visible at a glance; the ones that appear in the public API
@@ -45,6 +51,7 @@ mod error;
 mod factory;
 mod iroh_endpoint;
 mod iroh_types;
+#[cfg(feature = "relay")]
 pub mod relay;
 mod relay_auth;
 mod space_endpoints;
