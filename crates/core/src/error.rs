@@ -158,6 +158,14 @@ pub enum CoreError {
         authenticated: String,
     },
 
+    /// The peer's preflight carries something else than a kitsune2
+    /// preflight message.
+    #[error("the peer's preflight is not a kitsune2 preflight: {found}")]
+    NotAPreflight {
+        /// What it carries instead.
+        found: String,
+    },
+
     /// The peer closed the connection (with an application close when
     /// `code` is set).
     #[error("connection closed: {reason}")]
@@ -215,6 +223,7 @@ impl CoreError {
             Self::Codec(_)
             | Self::PreflightTimeout { .. }
             | Self::PreflightIdentityMismatch { .. }
+            | Self::NotAPreflight { .. }
             | Self::ConnectionClosed { .. } => Initiator::Remote,
             Self::ConnectTimeout { .. } | Self::RelayDown { .. } | Self::Io { .. } => {
                 Initiator::Backend

@@ -107,6 +107,57 @@ async fn spoofed_preflight_url_is_rejected() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_preflight_that_is_no_kitsune2_preflight_is_refused() {
+    use kitsune2_api::{K2Proto, K2WireType};
+    for ty in [
+        None,
+        Some(K2WireType::Unspecified),
+        Some(K2WireType::Notify),
+        Some(K2WireType::Module),
+        Some(K2WireType::Disconnect),
+    ] {
+        let net = MemNetwork::new();
+        let mut b = Node::new(&net, 2);
+        // b's handler would refuse every real preflight.
+        b.rec
+            .reject_preflights
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let raw_id = [9; 32];
+        let raw = net.endpoint(raw_id);
+        let conn = raw.connect_raw(&b.id).await.unwrap();
+        let mut s = conn.open_raw().unwrap();
+        let data = ty.map_or_else(Bytes::new, |ty| {
+            K2Proto {
+                ty: ty as i32,
+                data: Bytes::from_static(b"not a preflight"),
+                space_id: Some(space().into()),
+                module_id: Some(MODULE.to_owned()),
+            }
+            .encode()
+            .unwrap()
+        });
+        s.write_raw(wire(kitsune2_iroh_codec::Frame::preflight(
+            mem_url(&raw_id).as_str(),
+            data,
+        )))
+        .await
+        .unwrap();
+        s.write_raw(module_frame(b"after it")).await.unwrap();
+        settle().await;
+        assert!(b.imp.connection_states().is_empty(), "{ty:?}: closed");
+        assert!(b.inbox.try_recv().is_err(), "{ty:?}: nothing delivered");
+        assert!(
+            b.tx.get_connected_peers().await.unwrap().is_empty(),
+            "{ty:?}: not listed"
+        );
+        assert!(
+            conn.accept_raw().await.is_err(),
+            "{ty:?}: connection closed"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn connect_timeout_marks_unresponsive() {
     let net = MemNetwork::new();
     let a = Node::new(&net, 1);

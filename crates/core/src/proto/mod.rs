@@ -45,13 +45,13 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kitsune2_api::Url;
+use kitsune2_api::{K2Proto, K2WireType, Url};
 use kitsune2_iroh_codec::{CodecError, Frame, FrameOrder, Limits, StreamDecoder};
 use tracing::debug;
 
 use crate::close::CloseCode;
 use crate::error::{CoreError, Initiator};
-use crate::peer_url::{PeerAddr, id_to_hex};
+use crate::peer_url::{PeerAddr, format_peer_url, id_to_hex};
 use crate::traits::EndpointId;
 
 mod drain;
@@ -482,18 +482,20 @@ impl ConnProto {
 
     fn on_frame(&mut self, frame: Frame) {
         match (&self.state, frame) {
-            (State::Pending { .. }, Frame::Preflight(p)) => match self.check_preflight(&p.url) {
-                Ok(url) => {
-                    debug!(%url, "preflight received");
-                    self.remote_url = Some(url.clone());
-                    self.state = State::Validating;
-                    self.events
-                        .push_back(Event::Preflight { url, data: p.data });
+            (State::Pending { .. }, Frame::Preflight(p)) => {
+                match self.check_preflight(&p.url, &p.data) {
+                    Ok(url) => {
+                        debug!(%url, "preflight received");
+                        self.remote_url = Some(url.clone());
+                        self.state = State::Validating;
+                        self.events
+                            .push_back(Event::Preflight { url, data: p.data });
+                    }
+                    Err(e) => {
+                        self.close(e, Initiator::Remote);
+                    }
                 }
-                Err(e) => {
-                    self.close(e, Initiator::Remote);
-                }
-            },
+            }
             (State::Pending { .. }, frame @ Frame::Data(_)) => {
                 let found = frame.frame_type();
                 self.close(
@@ -503,7 +505,7 @@ impl ConnProto {
             }
             (State::Active, Frame::Data(data)) => self.events.push_back(Event::Data(data)),
             (State::Draining { .. }, Frame::Preflight(p)) if self.remote_url.is_none() => {
-                match self.check_preflight(&p.url) {
+                match self.check_preflight(&p.url, &p.data) {
                     Ok(url) => {
                         self.remote_url = Some(url.clone());
                         self.events
@@ -531,8 +533,12 @@ impl ConnProto {
         }
     }
 
-    /// The preflight URL, checked to name the authenticated peer.
-    fn check_preflight(&self, url: &str) -> Result<Url, CoreError> {
+    /// Checks a preflight: its URL must be a peer URL naming the
+    /// authenticated peer (returned with the id in lower case, so one peer
+    /// has one URL), and its bytes a kitsune2 message of type preflight (so
+    /// that kitsune2 cannot take anything else, which it would accept
+    /// without validation, for one).
+    fn check_preflight(&self, url: &str, data: &Bytes) -> Result<Url, CoreError> {
         let parsed = Url::from_str(url).map_err(|_| CoreError::InvalidPeerUrl {
             url: url.to_owned(),
             why: "preflight url is not a kitsune2 url",
@@ -544,7 +550,20 @@ impl ConnProto {
                 authenticated: id_to_hex(&self.remote_id),
             });
         }
-        Ok(parsed)
+        let found = match K2Proto::decode(data) {
+            Ok(msg) if msg.ty() == K2WireType::Preflight => None,
+            Ok(msg) => Some(format!("{:?}", msg.ty())),
+            Err(_) => Some("bytes that are not a kitsune2 message".to_owned()),
+        };
+        if let Some(found) = found {
+            return Err(CoreError::NotAPreflight { found });
+        }
+        Url::from_str(format_peer_url(&addr.relay_url, &addr.id)).map_err(|_| {
+            CoreError::InvalidPeerUrl {
+                url: url.to_owned(),
+                why: "preflight url does not normalize",
+            }
+        })
     }
 
     /// A stream ended badly: before the peer's preflight is through, the

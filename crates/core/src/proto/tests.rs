@@ -26,10 +26,22 @@ fn wire(frame: Frame) -> Bytes {
     frame.encode(&Limits::default()).unwrap().to_bytes()
 }
 
+/// kitsune2 message bytes of type `ty` carrying `data`.
+fn k2(ty: kitsune2_api::K2WireType, data: &'static [u8]) -> Bytes {
+    kitsune2_api::K2Proto {
+        ty: ty as i32,
+        data: Bytes::from_static(data),
+        space_id: None,
+        module_id: None,
+    }
+    .encode()
+    .unwrap()
+}
+
 pub(super) fn preflight(id: &EndpointId) -> Bytes {
     wire(Frame::preflight(
         url_of(id).as_str(),
-        Bytes::from_static(b"pf"),
+        k2(kitsune2_api::K2WireType::Preflight, b"pf"),
     ))
 }
 
@@ -71,7 +83,7 @@ fn preflight_then_data_after_activation() {
     match p.poll_event() {
         Some(Event::Preflight { url, data }) => {
             assert_eq!(url, url_of(&PEER));
-            assert_eq!(&data[..], b"pf");
+            assert_eq!(data, k2(kitsune2_api::K2WireType::Preflight, b"pf"));
         }
         other => panic!("expected the preflight, got {other:?}"),
     }
@@ -386,4 +398,49 @@ fn take_report_claims_the_one_report() {
     assert!(!p.take_report());
     p.handle_connection_lost(CoreError::io("x", "y"), None);
     assert_eq!(p.end_report(None), EndReport::Silent);
+}
+
+#[test]
+fn a_preflight_must_be_a_kitsune2_preflight() {
+    use kitsune2_api::K2WireType as T;
+    let cases = [
+        (Bytes::new(), "Unspecified"),
+        (k2(T::Unspecified, b"x"), "Unspecified"),
+        (k2(T::Notify, b"x"), "Notify"),
+        (k2(T::Module, b"x"), "Module"),
+        (k2(T::Disconnect, b"x"), "Disconnect"),
+        (
+            Bytes::from_static(&[0xff, 0xff, 0xff]),
+            "not a kitsune2 message",
+        ),
+    ];
+    for (data, found) in cases {
+        let mut p = proto(Role::Acceptor, t0());
+        p.handle_stream();
+        p.handle_chunk(wire(Frame::preflight(url_of(&PEER).as_str(), data)));
+        assert!(p.poll_event().is_none(), "{found}: nothing handed on");
+        match closed_error(&p) {
+            (CoreError::NotAPreflight { found: f }, Initiator::Remote) => {
+                assert!(f.contains(found), "{f} vs {found}");
+            }
+            other => panic!("{found}: {other:?}"),
+        }
+        assert_eq!(p.remote_url(), None);
+    }
+}
+
+#[test]
+fn the_peer_url_is_normalized_to_a_lower_case_id() {
+    let mut p = proto(Role::Acceptor, t0());
+    p.handle_stream();
+    let upper = format!("http://h:1/{}", id_to_hex(&PEER).to_uppercase());
+    p.handle_chunk(wire(Frame::preflight(
+        upper,
+        k2(kitsune2_api::K2WireType::Preflight, b"pf"),
+    )));
+    match p.poll_event() {
+        Some(Event::Preflight { url, .. }) => assert_eq!(url, url_of(&PEER)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.remote_url(), Some(&url_of(&PEER)));
 }
