@@ -27,8 +27,8 @@ fn wire(frame: Frame) -> Bytes {
 }
 
 /// kitsune2 message bytes of type `ty` carrying `data`.
-fn k2(ty: kitsune2_api::K2WireType, data: &'static [u8]) -> Bytes {
-    kitsune2_api::K2Proto {
+fn k2(ty: K2WireType, data: &'static [u8]) -> Bytes {
+    K2Proto {
         ty: ty as i32,
         data: Bytes::from_static(data),
         space_id: None,
@@ -41,7 +41,7 @@ fn k2(ty: kitsune2_api::K2WireType, data: &'static [u8]) -> Bytes {
 pub(super) fn preflight(id: &EndpointId) -> Bytes {
     wire(Frame::preflight(
         url_of(id).as_str(),
-        k2(kitsune2_api::K2WireType::Preflight, b"pf"),
+        k2(K2WireType::Preflight, b"pf"),
     ))
 }
 
@@ -83,7 +83,7 @@ fn preflight_then_data_after_activation() {
     match p.poll_event() {
         Some(Event::Preflight { url, data }) => {
             assert_eq!(url, url_of(&PEER));
-            assert_eq!(data, k2(kitsune2_api::K2WireType::Preflight, b"pf"));
+            assert_eq!(data, k2(K2WireType::Preflight, b"pf"));
         }
         other => panic!("expected the preflight, got {other:?}"),
     }
@@ -402,7 +402,7 @@ fn take_report_claims_the_one_report() {
 
 #[test]
 fn a_preflight_must_be_a_kitsune2_preflight() {
-    use kitsune2_api::K2WireType as T;
+    use K2WireType as T;
     let cases = [
         (Bytes::new(), "Unspecified"),
         (k2(T::Unspecified, b"x"), "Unspecified"),
@@ -436,7 +436,7 @@ fn the_peer_url_is_normalized_to_a_lower_case_id() {
     let upper = format!("http://h:1/{}", id_to_hex(&PEER).to_uppercase());
     p.handle_chunk(wire(Frame::preflight(
         upper,
-        k2(kitsune2_api::K2WireType::Preflight, b"pf"),
+        k2(K2WireType::Preflight, b"pf"),
     )));
     match p.poll_event() {
         Some(Event::Preflight { url, .. }) => assert_eq!(url, url_of(&PEER)),
