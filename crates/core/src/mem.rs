@@ -530,9 +530,11 @@ impl SendStream for MemSendStream {
                 let arrives = tokio::time::Instant::now() + latency;
                 // Reserve first, so that a cancelled write took nothing
                 // out of `chunks` (resumable, as the trait requires).
+                // A closed connection takes nothing, as QUIC's does.
                 let permit = tokio::select! {
-                    r = tx.reserve() => r.map_err(|_| CoreError::io("write", "stream stopped"))?,
+                    biased;
                     () = self.pair.wait_closed() => return Err(CoreError::io("write", "connection closed")),
+                    r = tx.reserve() => r.map_err(|_| CoreError::io("write", "stream stopped"))?,
                 };
                 permit.send((arrives, std::mem::take(chunk)));
                 self.written += 1;

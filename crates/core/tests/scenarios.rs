@@ -452,14 +452,14 @@ async fn frame_too_large_is_refused_before_sending() {
     assert_eq!(&b.recv().await.1[..], b"small");
 }
 
-#[tokio::test(start_paused = true)]
-async fn oversized_or_malformed_frames_from_a_peer_close_only_that_stream() {
-    let net = MemNetwork::new();
-    let cfg = CoreConfig {
-        max_frame_bytes: 4096,
-        ..config()
-    };
-    let mut b = Node::with_config(&net, [2; 32], cfg);
+/// A raw peer past the preflight exchange, with its stream to `b` open.
+async fn raw_peer_of(
+    net: &Arc<MemNetwork>,
+    b: &Node,
+) -> (
+    Arc<kitsune2_iroh_core::mem::MemConnection>,
+    kitsune2_iroh_core::mem::MemSendStream,
+) {
     let raw_id = [9; 32];
     let raw = net.endpoint(raw_id);
     let conn = raw.connect_raw(&b.id).await.unwrap();
@@ -470,36 +470,94 @@ async fn oversized_or_malformed_frames_from_a_peer_close_only_that_stream() {
     // b answers with its preflight on its own stream.
     let mut from_b = conn.accept_raw().await.unwrap();
     assert!(from_b.read_chunk().await.unwrap().is_some());
-    s.write_raw(module_frame(b"first")).await.unwrap();
-    assert_eq!(&b.recv().await.1[..], b"first");
-    // A header claiming 1 GiB: rejected from the header, stream closed.
-    s.write_raw(Bytes::from_static(&[1, 0x40, 0, 0, 0]))
-        .await
-        .unwrap();
+    (conn, s)
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversized_or_malformed_frames_from_a_peer_end_the_connection() {
+    let cases: [(&str, Bytes); 3] = [
+        // A header claiming 1 GiB: rejected from the header.
+        ("oversized", Bytes::from_static(&[1, 0x40, 0, 0, 0])),
+        ("unknown type", Bytes::from_static(&[7, 0, 0, 0, 0])),
+        (
+            "second preflight",
+            preflight_frame(mem_url(&[9; 32]).as_str()),
+        ),
+    ];
+    for (what, bad) in cases {
+        let net = MemNetwork::new();
+        let cfg = CoreConfig {
+            max_frame_bytes: 4096,
+            ..config()
+        };
+        let mut b = Node::with_config(&net, [2; 32], cfg);
+        let (conn, mut s) = raw_peer_of(&net, &b).await;
+        s.write_raw(module_frame(b"first")).await.unwrap();
+        assert_eq!(&b.recv().await.1[..], b"first");
+        s.write_raw(bad).await.unwrap();
+        let _ = s.write_raw(module_frame(b"behind it")).await;
+        settle().await;
+        assert!(b.imp.connection_states().is_empty(), "{what}: closed");
+        assert!(b.inbox.try_recv().is_err(), "{what}: nothing after it");
+        // b reports it, without calling the peer unresponsive; the peer is
+        // told why.
+        let ev = b.events();
+        assert_eq!(ev.disconnects.len(), 1, "{what}: {:?}", ev.disconnects);
+        assert!(
+            ev.disconnects[0]
+                .1
+                .as_deref()
+                .is_some_and(|r| r.contains("frame error")),
+            "{what}: {:?}",
+            ev.disconnects
+        );
+        assert!(ev.unresponsive.is_empty(), "{what}");
+        let (code, reason) =
+            kitsune2_iroh_core::Connection::remote_close(&*conn).expect("closed by b");
+        assert_eq!(code, CloseCode::Unspecified);
+        assert!(
+            String::from_utf8_lossy(&reason).contains("frame error"),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&reason)
+        );
+    }
+}
+
+/// A sender of this crate whose message exceeds the receiver's limit
+/// learns at once: the receiver closes, both report it, and the sender's
+/// next send reconnects.
+#[tokio::test(start_paused = true)]
+async fn a_frame_over_the_receivers_limit_ends_the_connection_on_both_sides() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let cfg = CoreConfig {
+        max_frame_bytes: 4096,
+        ..config()
+    };
+    let mut b = Node::with_config(&net, [2; 32], cfg);
+    a.send(&b, b"small").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"small");
+    a.tx.send_module(
+        b.url.clone(),
+        space(),
+        MODULE.to_owned(),
+        Bytes::from(vec![0; 8192]),
+    )
+    .await
+    .unwrap();
     settle().await;
-    assert_eq!(
-        b.imp.connection_states(),
-        vec![(raw_id, ConnState::Active)],
-        "connection kept"
+    assert_eq!(b.events().disconnects.len(), 1);
+    let a_events = a.events().disconnects.clone();
+    assert_eq!(a_events.len(), 1, "the sender hears of it: {a_events:?}");
+    assert!(
+        a_events[0]
+            .1
+            .as_deref()
+            .is_some_and(|r| r.contains("frame error")),
+        "{a_events:?}"
     );
-    // A fresh stream carries on.
-    let mut s2 = conn.open_raw().unwrap();
-    s2.write_raw(module_frame(b"second")).await.unwrap();
-    assert_eq!(&b.recv().await.1[..], b"second");
-    // Unknown frame type, then a second preflight: each ends its stream.
-    let mut s3 = conn.open_raw().unwrap();
-    s3.write_raw(Bytes::from_static(&[7, 0, 0, 0, 0]))
-        .await
-        .unwrap();
-    let mut s4 = conn.open_raw().unwrap();
-    s4.write_raw(preflight_frame(mem_url(&raw_id).as_str()))
-        .await
-        .unwrap();
-    let mut s5 = conn.open_raw().unwrap();
-    s5.write_raw(module_frame(b"third")).await.unwrap();
-    assert_eq!(&b.recv().await.1[..], b"third");
-    assert!(b.inbox.try_recv().is_err());
-    assert!(b.events().disconnects.is_empty());
+    a.send(&b, b"again").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"again");
 }
 
 #[tokio::test(start_paused = true)]

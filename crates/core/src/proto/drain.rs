@@ -354,9 +354,10 @@ mod tests {
                 .unwrap()
                 .to_bytes(),
         );
+        assert!(p.poll_event().is_none());
         assert!(
-            matches!(p.poll_event(), Some(Event::StreamFailed(_))),
-            "a second preflight ends its stream"
+            matches!(p.closed(), Some((CoreError::Codec(_), Initiator::Remote))),
+            "a second preflight ends the connection, drain or not"
         );
     }
 }

@@ -31,9 +31,9 @@
 //! # Rules owned here
 //!
 //! - The peer's first frame on the connection is its preflight; data
-//!   before it ends the connection; a preflight after it ends only the
-//!   stream it came on (the one owner of the "preflight first" rule, for
-//!   every stream).
+//!   before it, a second preflight, or any malformed frame ends the
+//!   connection (the one owner of the "preflight first" rule, for every
+//!   stream); a failed read ends only the stream it came on.
 //! - The preflight URL must name the QUIC-authenticated endpoint id.
 //! - The acceptor waits for the peer's preflight until a deadline.
 //! - Our own preflight is the first frame on our stream: it is queued
@@ -568,13 +568,19 @@ impl ConnProto {
 
     /// A stream ended badly: before the peer's preflight is through, the
     /// whole connection goes; after it, only that stream.
+    ///
+    /// A protocol violation by the peer (a malformed or oversized frame, a
+    /// second preflight) ends the whole connection at any time: every
+    /// frame the peer has in flight behind it would be lost silently
+    /// otherwise. The close (code 0) names the error, so a sender of this
+    /// crate learns at once.
     fn stream_failed(&mut self, error: CoreError, by: Initiator) {
         let past_preflight = match self.state {
             State::Active => true,
             State::Draining { .. } => self.validated,
             _ => false,
         };
-        if past_preflight {
+        if past_preflight && !matches!(error, CoreError::Codec(_)) {
             self.events.push_back(Event::StreamFailed(error));
         } else {
             self.close(error, by);

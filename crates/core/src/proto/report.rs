@@ -76,7 +76,12 @@ impl ConnProto {
                 let error = error.map(|(e, _)| e);
                 EndReport::Lost {
                     url,
-                    unresponsive: !matches!(error, Some(CoreError::NoLocalAgents)),
+                    // Not for our own missing agents, nor for a peer we closed
+                    // for a protocol violation: it is not unresponsive.
+                    unresponsive: !matches!(
+                        error,
+                        Some(CoreError::NoLocalAgents | CoreError::Codec(_))
+                    ),
                     error: error.map_or_else(|| "connection lost".to_owned(), |e| e.to_string()),
                 }
             }

@@ -167,29 +167,42 @@ fn no_deadline_once_the_preflight_is_in() {
 }
 
 #[test]
-fn after_activation_bad_frames_end_only_their_stream() {
-    let mut p = active(t0());
-    // A second preflight.
-    p.handle_chunk(preflight(&PEER));
-    assert!(matches!(
-        p.poll_event(),
-        Some(Event::StreamFailed(CoreError::Codec(
-            CodecError::UnexpectedPreflight
-        )))
-    ));
-    assert!(!p.has_stream());
-    // An unknown frame type on the next stream.
-    p.handle_stream();
-    p.handle_chunk(Bytes::from_static(&[7, 0, 0, 0, 0]));
-    assert!(matches!(
-        p.poll_event(),
-        Some(Event::StreamFailed(CoreError::Codec(_)))
-    ));
-    // A fresh stream carries on.
-    p.handle_stream();
-    p.handle_chunk(data(b"ok"));
-    assert!(matches!(p.poll_event(), Some(Event::Data(_))));
-    assert_eq!(p.state(), ConnState::Active);
+fn after_activation_a_bad_frame_ends_the_connection() {
+    let bad: [Bytes; 3] = [
+        preflight(&PEER),
+        Bytes::from_static(&[7, 0, 0, 0, 0]),
+        // A header claiming more than the limit.
+        Bytes::from_static(&[1, 0x7f, 0, 0, 0]),
+    ];
+    for bytes in bad {
+        let mut p = active(t0());
+        p.handle_chunk(data(b"before"));
+        p.handle_chunk(bytes);
+        assert!(
+            matches!(p.poll_event(), Some(Event::Data(_))),
+            "frames before it"
+        );
+        assert!(p.poll_event().is_none());
+        let (e, by) = closed_error(&p);
+        assert!(matches!(e, CoreError::Codec(_)), "{e}");
+        assert_eq!(by, Initiator::Remote);
+        let (code, reason) = p.close_frame().unwrap();
+        assert_eq!(code, CloseCode::Unspecified);
+        assert!(
+            reason.contains("frame error"),
+            "the close names it: {reason}"
+        );
+        assert!(
+            matches!(
+                p.end_report(None),
+                EndReport::Lost {
+                    unresponsive: false,
+                    ..
+                }
+            ),
+            "reported, but the peer is not unresponsive"
+        );
+    }
 }
 
 #[test]
@@ -201,14 +214,14 @@ fn a_stream_ending_mid_frame_fails_after_its_whole_frames() {
     p.handle_chunk(Bytes::from(bytes));
     p.handle_stream_end(t0());
     assert!(matches!(p.poll_event(), Some(Event::Data(d)) if &d[..] == b"whole"));
+    assert!(p.poll_event().is_none());
     assert!(matches!(
-        p.poll_event(),
-        Some(Event::StreamFailed(CoreError::Codec(
-            CodecError::TruncatedFrame { .. }
-        )))
+        closed_error(&p),
+        (
+            CoreError::Codec(CodecError::TruncatedFrame { .. }),
+            Initiator::Remote
+        )
     ));
-    assert!(!p.has_stream());
-    assert_eq!(p.state(), ConnState::Active);
 }
 
 #[test]
