@@ -18,7 +18,6 @@
 //! Nodes are built and connected outside the measured closures; every wait
 //! is bounded and panics with a message saying what did not arrive.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,152 +31,18 @@ use kitsune2_api::{
 };
 use kitsune2_iroh::relay::EmbeddedRelay;
 use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
-use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at};
+
+mod common;
+use common::*;
 
 /// Payload sizes: 1 KiB, 64 KiB, 1 MiB.
 const SIZES: [usize; 3] = [1024, 64 * 1024, 1024 * 1024];
 
-/// First payload byte of a message B's handler sends back to A.
-const ECHO: u8 = 1;
-/// First payload byte of a message B's handler only counts.
-const SINK: u8 = 0;
-
-/// Bound on building a node (until it has a listening address).
-const STARTUP_BOUND: Duration = Duration::from_secs(30);
-/// Bound on one batch or one round trip.
-const MESSAGE_BOUND: Duration = Duration::from_secs(60);
-
-/// The space every message is sent in.
-fn space() -> SpaceId {
-    SpaceId(Id(Bytes::from_static(b"bench_space")))
-}
-
 /// Messages per measured batch of `size`-byte payloads.
 fn batch(size: usize) -> usize {
     if size >= 1024 * 1024 { 20 } else { 100 }
-}
-
-/// A `size`-byte payload whose first byte is `tag`.
-fn tagged(tag: u8, size: usize) -> Bytes {
-    let mut v = vec![0x5a; size];
-    v[0] = tag;
-    Bytes::from(v)
-}
-
-/// The transport handler: reports the listening address.
-#[derive(Debug)]
-struct Handler {
-    url: watch::Sender<Option<Url>>,
-}
-
-impl TxBaseHandler for Handler {
-    fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
-        self.url.send_replace(Some(this_url));
-        Box::pin(async {})
-    }
-}
-
-impl TxHandler for Handler {}
-
-/// The space handler: routes each notify by its first byte.
-#[derive(Debug)]
-struct SpaceSide {
-    /// Lengths of received `SINK` messages.
-    sink: mpsc::UnboundedSender<usize>,
-    /// Received `ECHO` messages.
-    echo: mpsc::UnboundedSender<Bytes>,
-}
-
-impl TxBaseHandler for SpaceSide {}
-
-impl TxSpaceHandler for SpaceSide {
-    fn recv_space_notify(&self, _peer: Url, _space: SpaceId, data: Bytes) -> K2Result<()> {
-        if data.first() == Some(&ECHO) {
-            let _ = self.echo.send(data);
-        } else {
-            let _ = self.sink.send(data.len());
-        }
-        Ok(())
-    }
-
-    fn set_unresponsive(&self, _peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn is_any_agent_at_url_blocked(&self, _peer_url: &Url) -> K2Result<bool> {
-        Ok(false)
-    }
-}
-
-struct Node {
-    transport: DynTransport,
-    url: Url,
-    sink: mpsc::UnboundedReceiver<usize>,
-    echo: mpsc::UnboundedReceiver<Bytes>,
-}
-
-/// A node built by `factory` with the config both crates share.
-async fn node(factory: DynTransportFactory, relay_url: &str, ours: bool) -> Node {
-    let builder = Builder {
-        transport: factory,
-        ..kitsune2_core::default_test_builder()
-    }
-    .with_default_config()
-    .expect("default config");
-    let json = serde_json::to_value(IrohTransportModConfig {
-        iroh_transport: IrohTransportConfig {
-            relay_url: Some(relay_url.to_owned()),
-            relay_allow_plain_text: true,
-            ..Default::default()
-        },
-    })
-    .expect("config to JSON");
-    if ours {
-        let config: IrohTransportModConfig =
-            serde_json::from_value(json).expect("our config from JSON");
-        builder
-            .config
-            .set_module_config(&config)
-            .expect("set config");
-    } else {
-        let config: kitsune2_transport_iroh::IrohTransportModConfig =
-            serde_json::from_value(json).expect("incumbent config from JSON");
-        builder
-            .config
-            .set_module_config(&config)
-            .expect("set config");
-    }
-    builder.validate_config().expect("valid config");
-    let builder = Arc::new(builder);
-    let (url_tx, mut url_rx) = watch::channel(None);
-    let (sink_tx, sink) = mpsc::unbounded_channel();
-    let (echo_tx, echo) = mpsc::unbounded_channel();
-    let transport = builder
-        .transport
-        .create(builder.clone(), Arc::new(Handler { url: url_tx }))
-        .await
-        .expect("create transport");
-    transport.register_space_handler(
-        space(),
-        Arc::new(SpaceSide {
-            sink: sink_tx,
-            echo: echo_tx,
-        }),
-    );
-    let url = timeout(STARTUP_BOUND, url_rx.wait_for(Option::is_some))
-        .await
-        .unwrap_or_else(|_| panic!("no listening address within {STARTUP_BOUND:?}"))
-        .expect("handler dropped")
-        .clone()
-        .expect("checked by wait_for");
-    Node {
-        transport,
-        url,
-        sink,
-        echo,
-    }
 }
 
 /// A connected pair of one crate: A measures, B counts and echoes.
@@ -191,16 +56,9 @@ struct Pair {
 
 impl Pair {
     async fn start(name: &'static str, relay_url: &str, ours: bool) -> Self {
-        let factory = || -> DynTransportFactory {
-            if ours {
-                IrohTransportFactory::create_bound(SocketAddr::from(([127, 0, 0, 1], 0)))
-            } else {
-                kitsune2_transport_iroh::IrohTransportFactory::create()
-            }
-        };
         let t0 = Instant::now();
-        let a = node(factory(), relay_url, ours).await;
-        let mut b = node(factory(), relay_url, ours).await;
+        let a = node(factory(ours), relay_url, ours).await;
+        let mut b = node(factory(ours), relay_url, ours).await;
         eprintln!(
             "{name}: two nodes have listening addresses after {:?}",
             t0.elapsed()
@@ -312,14 +170,6 @@ impl Pair {
         self.a.transport.close().await;
         self.b.transport.close().await;
     }
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 fn transport(c: &mut Criterion) {
