@@ -15,6 +15,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`CoreConfig::drain_timeout`]: 1 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Default [`CoreConfig::write_timeout`]: 20 s without progress.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -28,6 +31,10 @@ pub struct CoreConfig {
     /// for the peer to finish its stream (and to acknowledge ours) before
     /// it closes anyway. See `docs/architecture.md`, "Drain".
     pub drain_timeout: Duration,
+    /// How long a write to a peer may make no progress (the peer reads
+    /// nothing) before the send fails with `WriteTimeout`, the connection
+    /// is closed and the peer is marked unresponsive.
+    pub write_timeout: Duration,
     /// Bound on the best-effort delivery of a disconnect message.
     pub disconnect_send_timeout: Duration,
     /// Backend name reported by `dump_network_stats`.
@@ -41,6 +48,7 @@ impl Default for CoreConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             preflight_timeout: PREFLIGHT_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),
         }

@@ -48,6 +48,8 @@ pub(crate) struct Conn {
     pub(crate) opened_at_s: u64,
     pub(crate) counters: Counters,
     limits: Limits,
+    /// How long a write may make no progress (see [`CoreError::WriteTimeout`]).
+    write_timeout: std::time::Duration,
     proto: Mutex<ConnProto>,
     state: watch::Sender<ConnState>,
     /// Our send stream (opened with the first frame); shared, so that a
@@ -65,6 +67,7 @@ impl Conn {
         connection: DynConnection,
         proto: ConnProto,
         limits: Limits,
+        write_timeout: std::time::Duration,
         opened_at_s: u64,
     ) -> Self {
         Self {
@@ -75,6 +78,7 @@ impl Conn {
             opened_at_s,
             counters: Counters::default(),
             limits,
+            write_timeout,
             state: watch::Sender::new(proto.state()),
             proto: Mutex::new(proto),
             send: Arc::new(tokio::sync::Mutex::new(None)),
@@ -321,15 +325,34 @@ struct WriteJob {
 }
 
 impl WriteJob {
+    /// Writes the frame; fails with [`CoreError::WriteTimeout`] when the
+    /// peer took none of it for `write_timeout` (a stalled peer: the write
+    /// is resumed as long as bytes move, so a large frame on a slow link is
+    /// fine).
     async fn run(&mut self) -> Result<(), CoreError> {
-        // INVARIANT: the guard is taken only by the caller after run().
-        let guard = self.stream.as_mut().expect("guard present");
-        // INVARIANT: write_frame opened the stream before the job.
-        let s = guard.as_mut().expect("stream open");
-        s.write_chunks(&mut self.chunks).await?;
-        // Marks the frame done for Drop.
-        self.total = 0;
-        Ok(())
+        let write_timeout = self.conn.write_timeout;
+        let mut left = self.remaining();
+        loop {
+            // INVARIANT: the guard is taken only by the caller after run().
+            let guard = self.stream.as_mut().expect("guard present");
+            // INVARIANT: write_frame opened the stream before the job.
+            let s = guard.as_mut().expect("stream open");
+            match tokio::time::timeout(write_timeout, s.write_chunks(&mut self.chunks)).await {
+                Ok(result) => {
+                    result?;
+                    // Marks the frame done for Drop.
+                    self.total = 0;
+                    return Ok(());
+                }
+                // The write is resumable: go on while bytes move.
+                Err(_) if self.remaining() < left => left = self.remaining(),
+                Err(_) => {
+                    return Err(CoreError::WriteTimeout {
+                        secs: write_timeout.as_secs(),
+                    });
+                }
+            }
+        }
     }
 
     fn remaining(&self) -> usize {

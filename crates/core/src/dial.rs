@@ -50,7 +50,8 @@ impl Shared {
             // Closed on purpose, or dead before any of the frame went out
             // (a connection whose reader had not noticed its end yet): the
             // peer cannot have the frame, so it goes once more elsewhere.
-            if retried || !(conn.ended_deliberately() || failure.untouched) {
+            let stalled = matches!(e, CoreError::WriteTimeout { .. });
+            if retried || stalled || !(conn.ended_deliberately() || failure.untouched) {
                 // The reader notices the failed connection and reports it.
                 conn.close(e.clone(), Initiator::Backend);
                 return Err(e);

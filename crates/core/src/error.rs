@@ -158,6 +158,14 @@ pub enum CoreError {
         authenticated: String,
     },
 
+    /// A write to the peer made no progress for the write timeout (the
+    /// peer reads nothing).
+    #[error("the peer took none of our bytes for {secs} s")]
+    WriteTimeout {
+        /// The timeout, in seconds.
+        secs: u64,
+    },
+
     /// The peer's preflight carries something else than a kitsune2
     /// preflight message.
     #[error("the peer's preflight is not a kitsune2 preflight: {found}")]
@@ -224,6 +232,7 @@ impl CoreError {
             | Self::PreflightTimeout { .. }
             | Self::PreflightIdentityMismatch { .. }
             | Self::NotAPreflight { .. }
+            | Self::WriteTimeout { .. }
             | Self::ConnectionClosed { .. } => Initiator::Remote,
             Self::ConnectTimeout { .. } | Self::RelayDown { .. } | Self::Io { .. } => {
                 Initiator::Backend

@@ -39,7 +39,10 @@ mod traits;
 mod transport;
 
 pub use close::{CloseCode, SUPERSEDED_REASON, TRANSPORT_CLOSED_REASON, TRANSPORT_DROPPED_REASON};
-pub use config::{CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, PREFLIGHT_TIMEOUT};
+pub use config::{
+    CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+    PREFLIGHT_TIMEOUT,
+};
 pub use error::{BackendError, CoreError, Initiator};
 pub use kitsune2_iroh_codec::DEFAULT_MAX_FRAME_BYTES;
 pub use peer_url::{ENDPOINT_ID_HEX_LEN, PeerAddr, format_peer_url, id_to_hex, parse_hex_id};

@@ -97,6 +97,7 @@ impl Shared {
             connection,
             proto,
             self.limits,
+            self.config.write_timeout,
             opened_at_s,
         ))
     }

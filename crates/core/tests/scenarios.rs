@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::*;
 use kitsune2_api::{TxImp, Url};
 use kitsune2_iroh_core::mem::{MemNetwork, mem_url};
-use kitsune2_iroh_core::{CloseCode, ConnState, CoreConfig, RecvStream};
+use kitsune2_iroh_core::{CloseCode, ConnState, CoreConfig, DEFAULT_WRITE_TIMEOUT, RecvStream};
 
 #[tokio::test(start_paused = true)]
 async fn handshake_then_messages_both_ways_over_one_connection() {
@@ -380,6 +380,56 @@ async fn a_send_right_after_the_connection_died_redials() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_peer_that_never_reads_fails_the_send_at_the_write_timeout() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 2);
+    let c = Node::new(&net, 3);
+    let raw_id = [9; 32];
+    // The peer keeps our stream open and never reads it.
+    let (conn, _s, _never_read) = raw_peer_of(&net, &a).await;
+    let raw_url = mem_url(&raw_id);
+    let started = tokio::time::Instant::now();
+    let mut failed = None;
+    // Bounded in (paused) time too: a send that never gives up fails here.
+    let sends = async {
+        for i in 0..1000u32 {
+            let sent =
+                a.tx.send_module(
+                    raw_url.clone(),
+                    space(),
+                    MODULE.to_owned(),
+                    Bytes::from(vec![i as u8; 64 * 1024]),
+                )
+                .await;
+            if let Err(e) = sent {
+                failed = Some(e);
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(600), sends)
+        .await
+        .expect("a send blocked on a peer that never reads");
+    let err = failed.expect("sends to a peer that never reads must fail");
+    assert!(err.to_string().contains("took none of our bytes"), "{err}");
+    assert!(
+        started.elapsed() >= DEFAULT_WRITE_TIMEOUT,
+        "only after the timeout"
+    );
+    settle().await;
+    assert_eq!(a.events().unresponsive, vec![raw_url.clone()]);
+    assert_eq!(a.events().disconnects.len(), 1);
+    assert!(
+        kitsune2_iroh_core::Connection::remote_close(&*conn).is_some(),
+        "closed"
+    );
+    // Another peer is not held up.
+    let mut a = a;
+    c.send(&a, b"from c").await.unwrap();
+    assert_eq!(&a.recv().await.1[..], b"from c");
+}
+
+#[tokio::test(start_paused = true)]
 async fn graceful_remote_close_is_not_unresponsive() {
     let (net, a, b) = connected_pair().await;
     net.kill(
@@ -459,6 +509,7 @@ async fn raw_peer_of(
 ) -> (
     Arc<kitsune2_iroh_core::mem::MemConnection>,
     kitsune2_iroh_core::mem::MemSendStream,
+    kitsune2_iroh_core::mem::MemRecvStream,
 ) {
     let raw_id = [9; 32];
     let raw = net.endpoint(raw_id);
@@ -470,7 +521,7 @@ async fn raw_peer_of(
     // b answers with its preflight on its own stream.
     let mut from_b = conn.accept_raw().await.unwrap();
     assert!(from_b.read_chunk().await.unwrap().is_some());
-    (conn, s)
+    (conn, s, from_b)
 }
 
 #[tokio::test(start_paused = true)]
@@ -491,7 +542,7 @@ async fn oversized_or_malformed_frames_from_a_peer_end_the_connection() {
             ..config()
         };
         let mut b = Node::with_config(&net, [2; 32], cfg);
-        let (conn, mut s) = raw_peer_of(&net, &b).await;
+        let (conn, mut s, _from_b) = raw_peer_of(&net, &b).await;
         s.write_raw(module_frame(b"first")).await.unwrap();
         assert_eq!(&b.recv().await.1[..], b"first");
         s.write_raw(bad).await.unwrap();
