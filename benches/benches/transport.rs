@@ -18,19 +18,13 @@
 //! Nodes are built and connected outside the measured closures; every wait
 //! is bounded and panics with a message saying what did not arrive.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use kitsune2_api::{
-    BoxFut, Builder, DynTransport, DynTransportFactory, Id, K2Result, SpaceId, Timestamp,
-    TxBaseHandler, TxHandler, TxSpaceHandler, Url,
-};
 use kitsune2_iroh::relay::EmbeddedRelay;
-use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at};
 

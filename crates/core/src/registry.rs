@@ -100,6 +100,7 @@ impl Registry {
     }
 
     /// Number of peers with any per-peer state.
+    #[cfg(feature = "mem")]
     pub(crate) fn peer_count(&self) -> usize {
         self.peers.len()
     }
@@ -206,6 +207,7 @@ impl Registry {
     }
 
     /// Every live connection.
+    #[cfg(feature = "mem")]
     pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
         self.conns.values().cloned().collect()
     }
