@@ -1,11 +1,11 @@
 //! The crate's one error type.
 
-#[cfg(feature = "relay")]
-use crate::iroh_types::{RelaySpawnError, RelaySupervisorError};
 use crate::iroh_types::{
     BindError, ConnectError, ConnectingError, ConnectionError, InvalidSocketAddr, KeyParsingError,
     ReadError, RelayUrlParseError, StoppedError, WriteError,
 };
+#[cfg(feature = "relay")]
+use crate::iroh_types::{RelaySpawnError, RelaySupervisorError};
 use kitsune2_api::K2Error;
 use kitsune2_iroh_core::CoreError;
 

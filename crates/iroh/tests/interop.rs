@@ -7,10 +7,8 @@
 //! re-runs itself in a fresh network namespace with only `lo` (`unshare
 //! -rn`); without `unshare` the test fails rather than touch the network.
 
-mod support;
-
 use kitsune2_iroh::url::{parse_peer_url, peer_url};
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 
 /// A node on either crate whose peer URL parses into this relay and an
 /// endpoint id, and formats back byte for byte.
@@ -62,12 +60,7 @@ async fn converse(mut dialer: Node, mut acceptor: Node) {
         assert_eq!(from, acceptor.url);
         assert_eq!(data, Bytes::from(vec![i; 70_000]));
     }
-    timeout(BOUND, async {
-        dialer.transport.close().await;
-        acceptor.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[&dialer, &acceptor]).await;
 }
 
 #[test]

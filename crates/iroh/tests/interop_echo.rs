@@ -5,21 +5,7 @@
 //! Like `interop.rs`, each test re-runs itself under `unshare -rn` so the
 //! incumbent's port mapper cannot reach past loopback.
 
-mod support;
-
-use bytes::Bytes;
-use kitsune2_api::{
-    BoxFut, Builder, DynTransport, DynTransportFactory, K2Result, SpaceId, TxBaseHandler,
-    TxHandler, TxModuleHandler, TxSpaceHandler, Url,
-};
-use kitsune2_iroh::relay::EmbeddedRelay;
-use kitsune2_iroh::{IrohTransportConfig, IrohTransportModConfig};
-use kitsune2_test_utils::space::TEST_SPACE_ID;
-use std::sync::Arc;
-use std::time::Duration;
-use support::{BOUND, in_netns, ours, runtime, theirs};
-use tokio::sync::{mpsc, watch};
-use tokio::time::timeout;
+use kitsune2_iroh_test_support::prelude::*;
 
 const ECHO_BOUND: Duration = Duration::from_secs(40);
 const MODULE: &str = "echo";
@@ -28,99 +14,13 @@ static SENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 static ECHOED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 static CHECKED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-#[derive(Debug)]
-struct Handler {
-    url: watch::Sender<Option<Url>>,
-    received: mpsc::UnboundedSender<(Url, String, Bytes)>,
-}
-
-impl TxBaseHandler for Handler {
-    fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
-        self.url.send_replace(Some(this_url));
-        Box::pin(async {})
-    }
-}
-
-impl TxHandler for Handler {}
-
-// Module messages pass kitsune2's block check only in a space with a
-// space handler.
-impl TxSpaceHandler for Handler {
-    fn is_any_agent_at_url_blocked(&self, _peer_url: &Url) -> K2Result<bool> {
-        Ok(false)
-    }
-}
-
-impl TxModuleHandler for Handler {
-    fn recv_module_msg(
-        &self,
-        peer: Url,
-        space_id: SpaceId,
-        module: String,
-        data: Bytes,
-    ) -> K2Result<()> {
-        assert_eq!(space_id, TEST_SPACE_ID);
-        let _ = self.received.send((peer, module, data));
-        Ok(())
-    }
-}
-
-struct Node {
-    transport: DynTransport,
-    url: Url,
-    received: mpsc::UnboundedReceiver<(Url, String, Bytes)>,
-}
-
-/// A node built by `factory` with the config both crates share.
-async fn node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: bool) -> Node {
-    let builder = Builder {
-        transport: factory,
-        ..kitsune2_core::default_test_builder()
-    }
-    .with_default_config()
-    .unwrap();
-    let json = serde_json::to_value(IrohTransportModConfig {
-        iroh_transport: IrohTransportConfig {
-            relay_url: Some(relay.url().to_string()),
-            relay_allow_plain_text: true,
-            ..Default::default()
-        },
-    })
-    .unwrap();
-    if ours {
-        let config: IrohTransportModConfig = serde_json::from_value(json).unwrap();
-        builder.config.set_module_config(&config).unwrap();
-    } else {
-        let config: kitsune2_transport_iroh::IrohTransportModConfig =
-            serde_json::from_value(json).unwrap();
-        builder.config.set_module_config(&config).unwrap();
-    }
-    builder.validate_config().unwrap();
-    let builder = Arc::new(builder);
-    let (url_tx, mut url_rx) = watch::channel(None);
-    let (received_tx, received) = mpsc::unbounded_channel();
-    let handler = Arc::new(Handler {
-        url: url_tx,
-        received: received_tx,
-    });
-    let transport = builder
-        .transport
-        .create(builder.clone(), handler.clone())
-        .await
-        .unwrap();
-    transport.register_space_handler(TEST_SPACE_ID, handler.clone());
-    transport.register_module_handler(TEST_SPACE_ID, MODULE.to_string(), handler);
-    let url = timeout(BOUND, url_rx.wait_for(Option::is_some))
-        .await
-        .expect("no listening address in time")
-        .unwrap()
-        .clone()
-        .unwrap();
-    Node {
-        transport,
-        url,
-        received,
-    }
+/// A node built by `factory` with the config both crates share, taking the
+/// echo module's messages (its space handler asserts they are the test
+/// space's).
+async fn echo_node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours: bool) -> Node {
+    let node = node(factory, relay, ours).await;
+    node.register_module(MODULE);
+    node
 }
 
 /// Message `i`: distinct content and length (1 to 4000 bytes), so a lost,
@@ -140,10 +40,10 @@ async fn echo(mut sender: Node, mut echoer: Node) {
     let echoer_url = echoer.url.clone();
     let echo_task = tokio::spawn(async move {
         for i in 0..COUNT {
-            let (from, module, data) = echoer.received.recv().await.unwrap();
+            let (from, module, data) = echoer.module_received.recv().await.unwrap();
             assert_eq!(from, sender_url, "message {i} from the wrong peer");
             assert_eq!(module, MODULE);
-            ECHOED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ECHOED.fetch_add(1, Ordering::Relaxed);
             echoer
                 .transport
                 .send_module(from, TEST_SPACE_ID, module, data)
@@ -164,14 +64,14 @@ async fn echo(mut sender: Node, mut echoer: Node) {
                 )
                 .await
                 .unwrap();
-            SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            SENT.fetch_add(1, Ordering::Relaxed);
         }
         for i in 0..COUNT {
-            let (from, module, data) = sender.received.recv().await.unwrap();
+            let (from, module, data) = sender.module_received.recv().await.unwrap();
             assert_eq!(from, echoer_url, "echo {i} from the wrong peer");
             assert_eq!(module, MODULE);
             assert_eq!(data, message(i), "echo {i} has the wrong content");
-            CHECKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            CHECKED.fetch_add(1, Ordering::Relaxed);
         }
     };
     if timeout(ECHO_BOUND, check).await.is_err() {
@@ -181,13 +81,8 @@ async fn echo(mut sender: Node, mut echoer: Node) {
     }
     let echoer = timeout(BOUND, echo_task).await.unwrap().unwrap();
     // Nothing beyond the COUNT echoes arrived.
-    assert!(sender.received.try_recv().is_err());
-    timeout(BOUND, async {
-        sender.transport.close().await;
-        echoer.transport.close().await;
-    })
-    .await
-    .unwrap();
+    assert!(sender.module_received.try_recv().is_err());
+    close_all(&[&sender, &echoer]).await;
 }
 
 #[test]
@@ -195,8 +90,8 @@ fn ours_sends_1000_incumbent_echoes() {
     in_netns("ours_sends_1000_incumbent_echoes", || {
         runtime().block_on(async {
             let relay = EmbeddedRelay::start().await.unwrap();
-            let a = node(ours(), &relay, true).await;
-            let b = node(theirs(), &relay, false).await;
+            let a = echo_node(ours(), &relay, true).await;
+            let b = echo_node(theirs(), &relay, false).await;
             echo(a, b).await;
             relay.shutdown().await.unwrap();
         });
@@ -208,8 +103,8 @@ fn incumbent_sends_1000_ours_echoes() {
     in_netns("incumbent_sends_1000_ours_echoes", || {
         runtime().block_on(async {
             let relay = EmbeddedRelay::start().await.unwrap();
-            let a = node(theirs(), &relay, false).await;
-            let b = node(ours(), &relay, true).await;
+            let a = echo_node(theirs(), &relay, false).await;
+            let b = echo_node(ours(), &relay, true).await;
             echo(a, b).await;
             relay.shutdown().await.unwrap();
         });

@@ -6,9 +6,7 @@
 //!
 //! Runs in a private network namespace, as every test with the incumbent.
 
-mod support;
-
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 
 /// How long events of the failed attempt may take to arrive.
 const GRACE: Duration = Duration::from_secs(1);
@@ -51,12 +49,7 @@ async fn rejected_then_accepted(a: &mut Node, b: &mut Node) -> Seen {
     notify(a, &b.url, Bytes::from_static(b"accepted")).await;
     let (from, data) = next(&mut b.received, "message once accepted").await;
     assert_eq!((from, &data[..]), (a.url.clone(), &b"accepted"[..]));
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[a, b]).await;
     seen
 }
 

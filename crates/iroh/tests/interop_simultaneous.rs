@@ -6,9 +6,7 @@
 //!
 //! Like `interop.rs`, each test re-runs itself under `unshare -rn`.
 
-mod support;
-
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 async fn simultaneous_first_sends(a_ours: bool) {
     let relay = EmbeddedRelay::start().await.unwrap();
     let (fa, fb) = if a_ours {
@@ -55,12 +53,7 @@ async fn simultaneous_first_sends(a_ours: bool) {
             "simultaneous open marked a peer unresponsive"
         );
     }
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[&a, &b]).await;
     relay.shutdown().await.unwrap();
 }
 

@@ -5,11 +5,9 @@
 //! scenarios run to the end (they never hang); what the incumbent loses is
 //! printed, not asserted.
 
-mod support;
-
 use std::collections::HashSet;
 
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 
 const SENDS: u32 = 1000;
 
@@ -55,7 +53,6 @@ enum End {
 /// then ends at once as `end` says; returns how many b received.
 async fn sends_then(end: End, a_ours: bool, b_ours: bool) -> usize {
     let relay = EmbeddedRelay::start().await.unwrap();
-    let factory = |o: bool| if o { ours() } else { theirs() };
     let a = node(factory(a_ours), &relay, a_ours).await;
     let mut b = node(factory(b_ours), &relay, b_ours).await;
     for i in 0..SENDS {
@@ -68,12 +65,7 @@ async fn sends_then(end: End, a_ours: bool, b_ours: bool) -> usize {
             .unwrap(),
     }
     let got = collect(&mut b, &a.url, SENDS as usize).await;
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[&a, &b]).await;
     relay.shutdown().await.unwrap();
     got.len()
 }
@@ -88,7 +80,10 @@ async fn thousand_sends_then_close_are_all_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_sends_then_disconnect_are_all_delivered() {
     for _ in 0..3 {
-        assert_eq!(sends_then(End::Disconnect, true, true).await, SENDS as usize);
+        assert_eq!(
+            sends_then(End::Disconnect, true, true).await,
+            SENDS as usize
+        );
     }
 }
 
@@ -160,14 +155,17 @@ async fn simultaneous_disconnect_and_resend_delivers_everything() {
         let (a_url, b_url) = (a.url.clone(), b.url.clone());
         let at_b = collect(&mut b, &a_url, ROUNDS as usize).await;
         let at_a = collect(&mut a, &b_url, ROUNDS as usize).await;
-        assert_eq!(at_b.len(), ROUNDS as usize, "run {run}: a -> b lost messages");
-        assert_eq!(at_a.len(), ROUNDS as usize, "run {run}: b -> a lost messages");
-        timeout(BOUND, async {
-            a.transport.close().await;
-            b.transport.close().await;
-        })
-        .await
-        .unwrap();
+        assert_eq!(
+            at_b.len(),
+            ROUNDS as usize,
+            "run {run}: a -> b lost messages"
+        );
+        assert_eq!(
+            at_a.len(),
+            ROUNDS as usize,
+            "run {run}: b -> a lost messages"
+        );
+        close_all(&[&a, &b]).await;
         relay.shutdown().await.unwrap();
     }
 }

@@ -3,9 +3,7 @@
 //! unresponsive; the next send with a preflight that fits goes through.
 //! The incumbent fails the send too but marks the peer unresponsive.
 
-mod support;
-
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 
 /// `maxFrameBytes` of the sending node.
 const LIMIT: usize = 16 * 1024;
@@ -27,7 +25,7 @@ async fn limited_node(factory: DynTransportFactory, relay: &EmbeddedRelay, ours:
 /// empty one; returns the first send's error and whether `a` marked `b`
 /// unresponsive by the time that send returned.
 async fn oversized_then_fitting(a: &mut Node, b: &mut Node) -> (String, bool) {
-    a.handler.preflight_len.store(2 * LIMIT, Ordering::SeqCst);
+    a.handler.set_preflight_len(2 * LIMIT);
     let err = timeout(
         BOUND,
         a.transport
@@ -45,7 +43,7 @@ async fn oversized_then_fitting(a: &mut Node, b: &mut Node) -> (String, bool) {
         }
         Err(_) => false,
     };
-    a.handler.preflight_len.store(0, Ordering::SeqCst);
+    a.handler.set_preflight_len(0);
     notify(a, &b.url, Bytes::from_static(b"fits")).await;
     let (from, data) = next(&mut b.received, "message").await;
     assert_eq!((from, &data[..]), (a.url.clone(), &b"fits"[..]));
@@ -69,12 +67,7 @@ async fn own_oversized_preflight_fails_the_send_without_marking_the_peer() {
     // Nor later, and the peer saw nothing of the failed attempt.
     assert!(a.unresponsive.try_recv().is_err());
     assert!(b.disconnected.try_recv().is_err());
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[&a, &b]).await;
     relay.shutdown().await.unwrap();
 }
 
@@ -90,12 +83,7 @@ fn the_incumbent_marks_the_peer_for_its_own_oversized_preflight() {
                 let (err, marked) = oversized_then_fitting(&mut a, &mut b).await;
                 assert!(err.contains("frame too large"), "{err}");
                 assert!(marked, "the incumbent no longer marks the peer");
-                timeout(BOUND, async {
-                    a.transport.close().await;
-                    b.transport.close().await;
-                })
-                .await
-                .unwrap();
+                close_all(&[&a, &b]).await;
                 relay.shutdown().await.unwrap();
             });
         },

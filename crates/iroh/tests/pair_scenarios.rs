@@ -11,8 +11,6 @@
 //! guard a fixed bug: a local close used to hide the peer's close code and
 //! reason (iroh's QUIC replaces the close reason on a local close).
 
-mod support;
-
 use iroh::endpoint::ConnectionError;
 use iroh::{EndpointAddr, TransportAddr};
 use kitsune2_api::{K2Proto, K2WireType};
@@ -20,9 +18,9 @@ use kitsune2_iroh::SecretKey;
 use kitsune2_iroh::endpoint::{ALPN, EndpointOptions, bind_endpoint};
 use kitsune2_iroh::url::{normalize_relay_url, parse_peer_url, peer_url};
 use kitsune2_iroh_codec::{Frame, Limits};
+use kitsune2_iroh_test_support::prelude::*;
 use kitsune2_test_utils::bootstrap::TestBootstrapSrv;
 use std::fmt::Debug;
-use support::*;
 
 /// The module the nodes register a handler for.
 const MODULE: &str = "mod";

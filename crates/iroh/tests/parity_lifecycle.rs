@@ -12,22 +12,7 @@
 //! Tests with the incumbent on the other side re-run themselves under
 //! `unshare -rn` (the incumbent probes the LAN gateway).
 
-mod support;
-
-use support::*;
-
-/// Starts a relay and two nodes (`a_ours`/`b_ours` pick each one's crate)
-/// and connects them: a sends one notify that b receives.
-async fn connected(a_ours: bool, b_ours: bool) -> (EmbeddedRelay, Node, Node) {
-    let relay = EmbeddedRelay::start().await.unwrap();
-    let factory = |o: bool| if o { ours() } else { theirs() };
-    let a = node(factory(a_ours), &relay, a_ours).await;
-    let mut b = node(factory(b_ours), &relay, b_ours).await;
-    notify(&a, &b.url, Bytes::from_static(b"hi")).await;
-    let (from, _) = next(&mut b.received, "first message").await;
-    assert_eq!(from, a.url);
-    (relay, a, b)
-}
+use kitsune2_iroh_test_support::prelude::*;
 
 /// Drops a's transport without `close()`; b must see a lost connection
 /// and mark a unresponsive.
@@ -153,12 +138,7 @@ async fn simultaneous_disconnect_and_resend_never_fails_a_send() {
         let a = node(ours(), &relay, true).await;
         let b = node(ours(), &relay, true).await;
         disconnect_and_resend_rounds(&a, &b, 40).await;
-        timeout(BOUND, async {
-            a.transport.close().await;
-            b.transport.close().await;
-        })
-        .await
-        .unwrap();
+        close_all(&[&a, &b]).await;
         relay.shutdown().await.unwrap();
     }
 }

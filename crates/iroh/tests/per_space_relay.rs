@@ -5,14 +5,12 @@
 //! With auth material, the space's relay is authenticated through kitsune2's
 //! bootstrap server. All on loopback.
 
-mod support;
-
 use base64::Engine as _;
 use kitsune2_api::{Config, Id};
 use kitsune2_bootstrap_srv::{AuthConfig, BootstrapSrv};
 use kitsune2_iroh::url::{parse_peer_url, peer_url};
+use kitsune2_iroh_test_support::prelude::*;
 use kitsune2_test_utils::auth::AuthHookServer;
-use support::*;
 
 const MATERIAL: &[u8] = b"kitsune2-iroh-per-space-material";
 
@@ -219,10 +217,5 @@ async fn a_space_relay_with_auth_material_is_authenticated() {
     notify(&a, &from, Bytes::from_static(b"back")).await;
     assert_eq!(&next(&mut b.received, "message").await.1[..], b"back");
 
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[&a, &b]).await;
 }

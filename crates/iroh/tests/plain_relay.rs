@@ -6,9 +6,7 @@
 //! `validate_config` refuses that config in both crates; `create` accepts it
 //! in both, and refuses (ours only) plain http to any other host.
 
-mod support;
-
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 
 /// Both crates' `validate_config` refuse a plain http relay without
 /// `relayAllowPlainText`, loopback or not.
@@ -50,12 +48,7 @@ async fn create_accepts_a_plain_loopback_relay_without_the_flag() {
     let mut b = unflagged_node(ours(), &relay_url, true).await;
     deliver(&a, &mut b, b"over plain http on loopback").await;
     deliver(&b, &mut a, b"and back").await;
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[&a, &b]).await;
     relay.shutdown().await.unwrap();
 }
 

@@ -2,9 +2,7 @@
 //! typed error before dialing and marks nobody unresponsive; the incumbent
 //! dials itself, fails, and marks its own URL unresponsive.
 
-mod support;
-
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 
 /// `n` sends to its own URL; returns the error and whether `n` marked
 /// itself unresponsive by the time the send returned.

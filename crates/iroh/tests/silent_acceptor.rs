@@ -5,12 +5,10 @@
 //! incumbent: its send returns `Ok` (the message is lost), and it marks the
 //! peer unresponsive and reports a lost connection.
 
-mod support;
-
 use kitsune2_iroh::Endpoint;
 use kitsune2_iroh::endpoint::{EndpointOptions, bind_endpoint};
 use kitsune2_iroh::url::peer_url;
-use support::*;
+use kitsune2_iroh_test_support::prelude::*;
 
 /// Longer than the preflight timeout, with room for the dial.
 const SEND_BOUND: Duration = Duration::from_secs(40);

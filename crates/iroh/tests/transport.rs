@@ -1,119 +1,14 @@
 //! Two real kitsune2 transports from [`IrohTransportFactory`] exchange
 //! messages through the embedded iroh-relay on loopback.
 
-use bytes::Bytes;
-use kitsune2_api::{
-    BoxFut, Builder, DynTransport, K2Result, SpaceId, Timestamp, TxBaseHandler, TxHandler,
-    TxSpaceHandler, Url,
-};
-use kitsune2_iroh::relay::EmbeddedRelay;
-use kitsune2_iroh::{IrohTransportConfig, IrohTransportFactory, IrohTransportModConfig};
+use kitsune2_iroh_test_support::prelude::*;
 use kitsune2_test_utils::bootstrap::TestBootstrapSrv;
-use kitsune2_test_utils::space::TEST_SPACE_ID;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use tokio::time::timeout;
 
 const BOUND: Duration = Duration::from_secs(20);
 
-#[derive(Debug)]
-struct Handler {
-    url: watch::Sender<Option<Url>>,
-    received: mpsc::UnboundedSender<(Url, SpaceId, Bytes)>,
-    connected: mpsc::UnboundedSender<Url>,
-    unresponsive: Arc<AtomicUsize>,
-}
-
-impl TxBaseHandler for Handler {
-    fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
-        self.url.send_replace(Some(this_url));
-        Box::pin(async {})
-    }
-
-    fn peer_connect(&self, peer: Url) -> K2Result<()> {
-        let _ = self.connected.send(peer);
-        Ok(())
-    }
-}
-
-impl TxHandler for Handler {}
-
-impl TxSpaceHandler for Handler {
-    fn recv_space_notify(&self, peer: Url, space_id: SpaceId, data: Bytes) -> K2Result<()> {
-        let _ = self.received.send((peer, space_id, data));
-        Ok(())
-    }
-
-    fn is_any_agent_at_url_blocked(&self, _peer_url: &Url) -> K2Result<bool> {
-        Ok(false)
-    }
-
-    fn set_unresponsive(&self, _peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
-        self.unresponsive.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
-    }
-}
-
-struct Node {
-    transport: DynTransport,
-    url: Url,
-    received: mpsc::UnboundedReceiver<(Url, SpaceId, Bytes)>,
-    connected: mpsc::UnboundedReceiver<Url>,
-    unresponsive: Arc<AtomicUsize>,
-}
-
+/// A node on this crate with its home relay at `relay_url`.
 async fn node(relay_url: &str) -> Node {
-    let factory = IrohTransportFactory::create_bound(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let builder = Builder {
-        transport: factory,
-        ..kitsune2_core::default_test_builder()
-    }
-    .with_default_config()
-    .unwrap();
-    builder
-        .config
-        .set_module_config(&IrohTransportModConfig {
-            iroh_transport: IrohTransportConfig {
-                relay_url: Some(relay_url.to_owned()),
-                relay_allow_plain_text: true,
-                ..Default::default()
-            },
-        })
-        .unwrap();
-    builder.validate_config().unwrap();
-    let builder = Arc::new(builder);
-    let (url_tx, mut url_rx) = watch::channel(None);
-    let (received_tx, received) = mpsc::unbounded_channel();
-    let (connected_tx, connected) = mpsc::unbounded_channel();
-    let unresponsive = Arc::new(AtomicUsize::new(0));
-    let handler = Arc::new(Handler {
-        url: url_tx,
-        received: received_tx,
-        connected: connected_tx,
-        unresponsive: unresponsive.clone(),
-    });
-    let transport = builder
-        .transport
-        .create(builder.clone(), handler.clone())
-        .await
-        .unwrap();
-    transport.register_space_handler(TEST_SPACE_ID, handler);
-    let url = timeout(BOUND, url_rx.wait_for(Option::is_some))
-        .await
-        .expect("no listening address in time")
-        .unwrap()
-        .clone()
-        .unwrap();
-    Node {
-        transport,
-        url,
-        received,
-        connected,
-        unresponsive,
-    }
+    node_at(ours(), relay_url, true).await
 }
 
 /// Sends one message each way, then ten in order, between two nodes on the
@@ -134,9 +29,9 @@ async fn exchange(relay_url: &str, prefix: &str) {
     .await
     .expect("send timed out")
     .unwrap();
-    let (from, space, data) = timeout(BOUND, b.received.recv()).await.unwrap().unwrap();
+    // Delivered to the test space's handler, which asserts the space.
+    let (from, data) = timeout(BOUND, b.received.recv()).await.unwrap().unwrap();
     assert_eq!(from, a.url);
-    assert_eq!(space, TEST_SPACE_ID);
     assert_eq!(data, Bytes::from_static(b"hello b"));
     assert_eq!(
         timeout(BOUND, b.connected.recv()).await.unwrap().unwrap(),
@@ -155,7 +50,7 @@ async fn exchange(relay_url: &str, prefix: &str) {
         .unwrap();
     }
     for i in 0..10u8 {
-        let (from, _, data) = timeout(BOUND, a.received.recv()).await.unwrap().unwrap();
+        let (from, data) = timeout(BOUND, a.received.recv()).await.unwrap().unwrap();
         assert_eq!(from, b.url);
         assert_eq!(data, Bytes::from(vec![i; 1000]));
     }
@@ -163,12 +58,7 @@ async fn exchange(relay_url: &str, prefix: &str) {
     let peers = a.transport.get_connected_peers().await.unwrap();
     assert_eq!(peers, vec![b.url.clone()]);
 
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    close_all(&[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,13 +97,8 @@ async fn home_relay_down_fails_fast_without_marking_unresponsive() {
     .expect("send to an unreachable peer did not fail fast")
     .unwrap_err();
     assert!(err.to_string().contains("home relay"), "{err}");
-    assert_eq!(a.unresponsive.load(Ordering::SeqCst), 0);
-    timeout(BOUND, async {
-        a.transport.close().await;
-        b.transport.close().await;
-    })
-    .await
-    .unwrap();
+    assert_eq!(a.handler.events().unresponsive.len(), 0);
+    close_all(&[&a, &b]).await;
 }
 
 #[tokio::test]
