@@ -2,18 +2,18 @@
 //! `DefaultTransport` on top and a handler that records every event.
 #![allow(dead_code, unreachable_pub)] // reason: each test binary uses a subset
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kitsune2_api::{
-    BoxFut, DefaultTransport, DynTransport, K2Error, K2Result, SpaceId, Timestamp, TxBaseHandler,
-    TxHandler, TxImpHnd, TxModuleHandler, TxSpaceHandler, Url,
-};
+use kitsune2_api::{DefaultTransport, DynTransport, K2Result, SpaceId, TxImpHnd, Url};
 use kitsune2_iroh_core::mem::{MemEndpoint, MemNetwork};
 use kitsune2_iroh_core::{CoreConfig, CoreTransport, EndpointId, WallClock};
+// The recording handler the iroh suite uses too (`kitsune2-iroh-test-support`).
+pub use kitsune2_iroh_test_support::{Events, Recorder};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 pub const MODULE: &str = "test";
 
@@ -31,97 +31,22 @@ impl WallClock for TestClock {
     }
 }
 
-/// Everything kitsune2 was told.
-#[derive(Debug, Default)]
-pub struct Events {
-    pub disconnects: Vec<(Url, Option<String>)>,
-    pub unresponsive: Vec<Url>,
-    pub preflights: Vec<(Url, Bytes)>,
-    pub listening: Vec<Url>,
-    /// Listening addresses the test space's handler heard.
-    pub space_listening: Vec<Url>,
-}
-
+/// The module messages a node received: sender and data, in order.
 #[derive(Debug)]
-pub struct Recorder {
-    pub events: Mutex<Events>,
-    pub msgs: mpsc::UnboundedSender<(Url, Bytes)>,
-    pub reject_preflights: AtomicBool,
-    pub no_local_agents: AtomicBool,
-}
+pub struct Inbox(mpsc::UnboundedReceiver<(Url, String, Bytes)>);
 
-impl TxBaseHandler for Recorder {
-    fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
-        self.events.lock().unwrap().listening.push(this_url);
-        Box::pin(async {})
+impl Inbox {
+    /// The next message if one is there.
+    pub fn try_recv(&mut self) -> Result<(Url, Bytes), TryRecvError> {
+        self.0.try_recv().map(|(from, _module, data)| (from, data))
     }
 
-    fn peer_disconnect(&self, peer: Url, reason: Option<String>) {
-        self.events.lock().unwrap().disconnects.push((peer, reason));
-    }
-}
-
-impl TxHandler for Recorder {
-    fn preflight_gather_outgoing(&self, _peer_url: Url) -> BoxFut<'_, K2Result<Bytes>> {
-        Box::pin(async { Ok(Bytes::from_static(b"agent-infos")) })
-    }
-
-    fn preflight_validate_incoming(&self, peer_url: Url, data: Bytes) -> BoxFut<'_, K2Result<()>> {
-        self.events
-            .lock()
-            .unwrap()
-            .preflights
-            .push((peer_url, data));
-        let reject = self.reject_preflights.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if reject {
-                Err(K2Error::other("preflight rejected by test"))
-            } else {
-                Ok(())
-            }
-        })
-    }
-}
-
-/// The space and module side of a node: forwards to the [`Recorder`], but
-/// leaves `peer_disconnect` (which kitsune2 calls on every handler) to the
-/// main handler, so each event is recorded once.
-#[derive(Debug)]
-pub struct SpaceSide(pub Arc<Recorder>);
-
-impl TxBaseHandler for SpaceSide {
-    fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
-        self.0.events.lock().unwrap().space_listening.push(this_url);
-        Box::pin(async {})
-    }
-}
-
-impl TxSpaceHandler for SpaceSide {
-    fn set_unresponsive(&self, peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
-        self.0.events.lock().unwrap().unresponsive.push(peer);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn is_any_agent_at_url_blocked(&self, _peer_url: &Url) -> K2Result<bool> {
-        Ok(false)
-    }
-
-    fn has_local_agents(&self) -> BoxFut<'_, K2Result<bool>> {
-        let none = self.0.no_local_agents.load(Ordering::SeqCst);
-        Box::pin(async move { Ok(!none) })
-    }
-}
-
-impl TxModuleHandler for SpaceSide {
-    fn recv_module_msg(
-        &self,
-        peer: Url,
-        _space: SpaceId,
-        _module: String,
-        data: Bytes,
-    ) -> K2Result<()> {
-        let _ = self.0.msgs.send((peer, data));
-        Ok(())
+    /// The next message, or `None` once the recorder is gone.
+    pub async fn recv(&mut self) -> Option<(Url, Bytes)> {
+        self.0
+            .recv()
+            .await
+            .map(|(from, _module, data)| (from, data))
     }
 }
 
@@ -132,7 +57,7 @@ pub struct Node {
     pub imp: Arc<CoreTransport>,
     pub tx: DynTransport,
     pub rec: Arc<Recorder>,
-    pub inbox: mpsc::UnboundedReceiver<(Url, Bytes)>,
+    pub inbox: Inbox,
     pub url: Url,
 }
 
@@ -150,13 +75,9 @@ impl Node {
     }
 
     pub fn with_config(net: &Arc<MemNetwork>, id: EndpointId, config: CoreConfig) -> Self {
-        let (msgs, inbox) = mpsc::unbounded_channel();
-        let rec = Arc::new(Recorder {
-            events: Mutex::new(Events::default()),
-            msgs,
-            reject_preflights: AtomicBool::new(false),
-            no_local_agents: AtomicBool::new(false),
-        });
+        let (rec, taps) = Recorder::new();
+        rec.set_preflight(Bytes::from_static(b"agent-infos"));
+        let inbox = Inbox(taps.module_msgs);
         let ep = net.endpoint(id);
         let hnd = TxImpHnd::new(rec.clone());
         let imp = CoreTransport::create(
@@ -167,7 +88,7 @@ impl Node {
         )
         .unwrap();
         let tx = DefaultTransport::create(&hnd, imp.clone());
-        let side = Arc::new(SpaceSide(rec.clone()));
+        let side = rec.space_side(space());
         tx.register_space_handler(space(), side.clone());
         tx.register_module_handler(space(), MODULE.to_owned(), side);
         let url = kitsune2_iroh_core::mem::mem_url(&id);
@@ -202,7 +123,7 @@ impl Node {
     }
 
     pub fn events(&self) -> std::sync::MutexGuard<'_, Events> {
-        self.rec.events.lock().unwrap()
+        self.rec.events()
     }
 }
 
