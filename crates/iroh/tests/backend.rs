@@ -2,12 +2,11 @@
 //! the embedded relay on loopback.
 
 use bytes::Bytes;
-use kitsune2_iroh::endpoint::{EndpointOptions, bind_endpoint};
 use kitsune2_iroh::relay::EmbeddedRelay;
 use kitsune2_iroh::url::peer_url;
 use kitsune2_iroh::{IrohEndpoint, RelayUrl};
 use kitsune2_iroh_core::{CloseCode, Endpoint, PeerAddr};
-use std::net::SocketAddr;
+use kitsune2_iroh_test_support::loopback_endpoint;
 use std::time::Duration;
 use tokio::time::timeout;
 
@@ -15,14 +14,7 @@ const BOUND: Duration = Duration::from_secs(20);
 
 /// An [`IrohEndpoint`] on `relay`, and the iroh endpoint it wraps.
 async fn endpoint(relay: &RelayUrl) -> (IrohEndpoint, kitsune2_iroh::Endpoint) {
-    let ep = bind_endpoint(&EndpointOptions {
-        relay_url: Some(relay.clone()),
-        bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        secret_key: None,
-        defer_relay: false,
-    })
-    .await
-    .unwrap();
+    let ep = loopback_endpoint(relay).await;
     (IrohEndpoint::new(ep.clone()), ep)
 }
 

@@ -3,28 +3,19 @@
 
 use bytes::Bytes;
 use iroh::{EndpointAddr, TransportAddr};
-use kitsune2_iroh::endpoint::{ALPN, EndpointOptions, bind_endpoint};
+use kitsune2_iroh::endpoint::{ALPN, bind_endpoint};
 use kitsune2_iroh::relay::EmbeddedRelay;
-use std::net::SocketAddr;
+use kitsune2_iroh_test_support::loopback_options;
 use std::time::Duration;
 use tokio::time::timeout;
 
 const BOUND: Duration = Duration::from_secs(20);
 
-fn loopback_options(relay: &EmbeddedRelay) -> EndpointOptions {
-    EndpointOptions {
-        relay_url: Some(relay.url().clone()),
-        bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        secret_key: None,
-        defer_relay: false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_endpoints_exchange_bytes_through_embedded_relay() {
     let relay = EmbeddedRelay::start().await.unwrap();
-    let a = bind_endpoint(&loopback_options(&relay)).await.unwrap();
-    let b = bind_endpoint(&loopback_options(&relay)).await.unwrap();
+    let a = bind_endpoint(&loopback_options(relay.url())).await.unwrap();
+    let b = bind_endpoint(&loopback_options(relay.url())).await.unwrap();
     timeout(BOUND, async { tokio::join!(a.online(), b.online()) })
         .await
         .expect("endpoints did not reach the relay in time");
@@ -74,8 +65,8 @@ async fn two_endpoints_exchange_bytes_through_embedded_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_alpn_is_refused() {
     let relay = EmbeddedRelay::start().await.unwrap();
-    let a = bind_endpoint(&loopback_options(&relay)).await.unwrap();
-    let b = bind_endpoint(&loopback_options(&relay)).await.unwrap();
+    let a = bind_endpoint(&loopback_options(relay.url())).await.unwrap();
+    let b = bind_endpoint(&loopback_options(relay.url())).await.unwrap();
     timeout(BOUND, async { tokio::join!(a.online(), b.online()) })
         .await
         .unwrap();

@@ -15,7 +15,7 @@ use iroh::endpoint::ConnectionError;
 use iroh::{EndpointAddr, TransportAddr};
 use kitsune2_api::{K2Proto, K2WireType};
 use kitsune2_iroh::SecretKey;
-use kitsune2_iroh::endpoint::{ALPN, EndpointOptions, bind_endpoint};
+use kitsune2_iroh::endpoint::ALPN;
 use kitsune2_iroh::url::{normalize_relay_url, parse_peer_url, peer_url};
 use kitsune2_iroh_codec::{Frame, Limits};
 use kitsune2_iroh_test_support::prelude::*;
@@ -499,14 +499,7 @@ fn k2proto(ty: K2WireType, space: bool, data: &'static [u8]) -> Bytes {
 async fn scenario_spoofed_preflight(relay_url: &str) {
     let (a, mut b) = pair(relay_url).await;
     let relay = normalize_relay_url(relay_url).unwrap();
-    let spoofer = bind_endpoint(&EndpointOptions {
-        relay_url: Some(relay.clone()),
-        bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        secret_key: None,
-        defer_relay: false,
-    })
-    .await
-    .unwrap();
+    let spoofer = loopback_endpoint(&relay).await;
     timeout(BOUND, spoofer.online())
         .await
         .expect("raw endpoint did not reach the relay in time");

@@ -6,7 +6,6 @@
 //! peer unresponsive and reports a lost connection.
 
 use kitsune2_iroh::Endpoint;
-use kitsune2_iroh::endpoint::{EndpointOptions, bind_endpoint};
 use kitsune2_iroh::url::peer_url;
 use kitsune2_iroh_test_support::prelude::*;
 
@@ -19,14 +18,7 @@ const GRACE: Duration = Duration::from_secs(1);
 /// An iroh endpoint on `relay` speaking the kitsune2 ALPN that accepts
 /// every connection, keeps it open and never reads or writes; its peer URL.
 async fn silent_peer(relay: &EmbeddedRelay) -> (Endpoint, tokio::task::JoinHandle<()>, Url) {
-    let endpoint = bind_endpoint(&EndpointOptions {
-        relay_url: Some(relay.url().clone()),
-        bind_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        secret_key: None,
-        defer_relay: false,
-    })
-    .await
-    .unwrap();
+    let endpoint = loopback_endpoint(relay.url()).await;
     timeout(BOUND, endpoint.online())
         .await
         .expect("silent peer did not reach the relay in time");

@@ -8,6 +8,7 @@
 //! | `wait`     | [`BOUND`] and [`next`]: bounded waits | |
 //! | `node`     | `Node`: a transport of either crate with a recorder, built as kitsune2's tests build one (`node`, `node_at`, `builder_for`, `builder_with`, `try_node`); `notify`, `stats`, `close_all` | `iroh` |
 //! | `pair`     | two connected nodes (`connected`) and the teardown scenarios both suites run | `iroh` |
+//! | `endpoint` | `loopback_options`, `loopback_endpoint`: raw iroh endpoints as the transport binds them, on loopback | `iroh` |
 //! | `netns`    | `in_netns`, `runtime`: running offline beside the incumbent | `iroh` |
 //! | `prelude`  | one glob import for a test file of the iroh suite | `iroh` |
 //!
@@ -18,6 +19,8 @@ mod recorder;
 mod wait;
 
 #[cfg(feature = "iroh")]
+mod endpoint;
+#[cfg(feature = "iroh")]
 mod netns;
 #[cfg(feature = "iroh")]
 mod node;
@@ -26,6 +29,8 @@ mod pair;
 #[cfg(feature = "iroh")]
 pub mod prelude;
 
+#[cfg(feature = "iroh")]
+pub use endpoint::{loopback_endpoint, loopback_options};
 #[cfg(feature = "iroh")]
 pub use netns::{NETNS_ENV, in_netns, runtime};
 #[cfg(feature = "iroh")]
