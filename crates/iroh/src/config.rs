@@ -29,8 +29,7 @@ use kitsune2_iroh_core::DEFAULT_CONNECT_TIMEOUT;
 /// through the core).
 pub use kitsune2_iroh_core::DEFAULT_MAX_FRAME_BYTES;
 
-/// Default `connectTimeoutS`: 60 s, the core's
-/// [`DEFAULT_CONNECT_TIMEOUT`](kitsune2_iroh_core::DEFAULT_CONNECT_TIMEOUT)
+/// Default `connectTimeoutS`: 60 s, the core's [`DEFAULT_CONNECT_TIMEOUT`]
 /// in whole seconds.
 // `as` in a const; the assertion below proves it loses nothing.
 pub const DEFAULT_CONNECT_TIMEOUT_S: u32 = DEFAULT_CONNECT_TIMEOUT.as_secs() as u32;
