@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use kitsune2_api::Url;
+use kitsune2_api::{K2Proto, K2WireType, Url};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -122,9 +122,26 @@ async fn on_data(shared: &Shared, conn: &Conn, data: Bytes) {
     conn.counters
         .recv_bytes
         .fetch_add(data.len() as u64, Ordering::Relaxed);
-    if let Err(e) = shared.hnd.recv_data(url.clone(), data).await {
-        debug!(%url, ?e, "kitsune2 handler refused a message");
+    let Err(e) = shared.hnd.recv_data(url.clone(), data.clone()).await else {
+        return;
+    };
+    if is_disconnect_message(&data) {
+        // kitsune2 answers the peer's goodbye with an error; the peer's
+        // drain and close follow.
+        debug!(%url, %e, "the peer said goodbye");
+        return;
     }
+    // kitsune2 expects the connection to go when its handler fails ("peer
+    // connection will be closed"): a message it could not take, or bytes
+    // that are no kitsune2 message.
+    warn!(%url, %e, "kitsune2 handler failed; closing the connection");
+    conn.close(CoreError::Handler(e), Initiator::Local);
+}
+
+/// Whether `data` is kitsune2's disconnect message (looked at only when
+/// the handler failed, so the common path decodes nothing twice).
+fn is_disconnect_message(data: &Bytes) -> bool {
+    K2Proto::decode(data).is_ok_and(|m| m.ty() == K2WireType::Disconnect)
 }
 
 /// Hands the peer's preflight to kitsune2; when we accepted the

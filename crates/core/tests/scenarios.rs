@@ -574,6 +574,41 @@ async fn oversized_or_malformed_frames_from_a_peer_end_the_connection() {
     }
 }
 
+/// kitsune2's handler failing on a message (here: bytes that are no
+/// kitsune2 message) closes the connection, as kitsune2 expects; it is
+/// reported without calling the peer unresponsive, and the peer is told.
+#[tokio::test(start_paused = true)]
+async fn a_message_the_handler_fails_on_closes_the_connection() {
+    let net = MemNetwork::new();
+    let mut b = Node::new(&net, 2);
+    let (conn, mut s, _from_b) = raw_peer_of(&net, &b).await;
+    s.write_raw(module_frame(b"first")).await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"first");
+    s.write_raw(wire(kitsune2_iroh_codec::Frame::data(Bytes::from_static(
+        &[0xff, 0xff, 0xff],
+    ))))
+    .await
+    .unwrap();
+    let _ = s.write_raw(module_frame(b"behind it")).await;
+    settle().await;
+    assert!(b.imp.connection_states().is_empty(), "closed");
+    assert!(b.inbox.try_recv().is_err(), "nothing after it");
+    let ev = b.events();
+    assert_eq!(ev.disconnects.len(), 1, "{:?}", ev.disconnects);
+    assert!(
+        ev.disconnects[0]
+            .1
+            .as_deref()
+            .is_some_and(|r| r.contains("kitsune2 handler")),
+        "{:?}",
+        ev.disconnects
+    );
+    assert!(ev.unresponsive.is_empty());
+    let (code, reason) = kitsune2_iroh_core::Connection::remote_close(&*conn).expect("closed by b");
+    assert_eq!(code, CloseCode::Unspecified);
+    assert!(String::from_utf8_lossy(&reason).contains("kitsune2 handler"));
+}
+
 /// A sender of this crate whose message exceeds the receiver's limit
 /// learns at once: the receiver closes, both report it, and the sender's
 /// next send reconnects.

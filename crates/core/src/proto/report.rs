@@ -76,11 +76,14 @@ impl ConnProto {
                 let error = error.map(|(e, _)| e);
                 EndReport::Lost {
                     url,
-                    // Not for our own missing agents, nor for a peer we closed
-                    // for a protocol violation: it is not unresponsive.
+                    // Not for our own missing agents, a peer we closed for a
+                    // protocol violation, or our handler's failure: the peer
+                    // is not unresponsive.
                     unresponsive: !matches!(
                         error,
-                        Some(CoreError::NoLocalAgents | CoreError::Codec(_))
+                        Some(
+                            CoreError::NoLocalAgents | CoreError::Codec(_) | CoreError::Handler(_)
+                        )
                     ),
                     error: error.map_or_else(|| "connection lost".to_owned(), |e| e.to_string()),
                 }
