@@ -609,6 +609,58 @@ async fn a_message_the_handler_fails_on_closes_the_connection() {
     assert!(String::from_utf8_lossy(&reason).contains("kitsune2 handler"));
 }
 
+/// The same for each handler kitsune2 calls: a failing module or space
+/// handler closes the connection at the receiver; both sides report it,
+/// and the sender's next send reconnects.
+#[tokio::test(start_paused = true)]
+async fn a_failing_module_or_space_handler_closes_the_connection() {
+    for notify in [false, true] {
+        let (_net, a, mut b) = connected_pair().await;
+        b.rec
+            .fail_messages
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let sent = if notify {
+            a.tx.send_space_notify(b.url.clone(), space(), Bytes::from_static(b"x"))
+                .await
+        } else {
+            a.send(&b, b"x").await
+        };
+        sent.unwrap();
+        settle().await;
+        let b_events = b.events().disconnects.clone();
+        assert_eq!(b_events.len(), 1, "notify {notify}: {b_events:?}");
+        assert!(
+            b_events[0]
+                .1
+                .as_deref()
+                .is_some_and(|r| r.contains("message handler failed")),
+            "notify {notify}: {b_events:?}"
+        );
+        assert!(b.events().unresponsive.is_empty());
+        assert_eq!(
+            a.events().disconnects.len(),
+            1,
+            "notify {notify}: a hears of it"
+        );
+        b.rec
+            .fail_messages
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        a.send(&b, b"again").await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok((_, d)) = b.inbox.try_recv() {
+            seen.push(d);
+        }
+        settle().await;
+        while let Ok((_, d)) = b.inbox.try_recv() {
+            seen.push(d);
+        }
+        assert!(
+            seen.iter().any(|d| &d[..] == b"again"),
+            "notify {notify}: {seen:?}"
+        );
+    }
+}
+
 /// A sender of this crate whose message exceeds the receiver's limit
 /// learns at once: the receiver closes, both report it, and the sender's
 /// next send reconnects.

@@ -90,6 +90,9 @@ pub struct Recorder {
     pub reject_preflights: AtomicBool,
     /// When set, every space reports no local agents.
     pub no_local_agents: AtomicBool,
+    /// When set, the space and module handlers fail on every message
+    /// (after recording it), as a failing kitsune2 module does.
+    pub fail_messages: AtomicBool,
     /// The preflight data this node sends; empty until set.
     preflight: Mutex<Bytes>,
 }
@@ -117,6 +120,7 @@ impl Recorder {
             },
             reject_preflights: AtomicBool::new(false),
             no_local_agents: AtomicBool::new(false),
+            fail_messages: AtomicBool::new(false),
             preflight: Mutex::default(),
         });
         let taps = Taps {
@@ -129,6 +133,15 @@ impl Recorder {
             preflights: preflights_rx,
         };
         (recorder, taps)
+    }
+
+    /// What a message handler returns: an error while `fail_messages`.
+    fn message_result(&self) -> K2Result<()> {
+        if self.fail_messages.load(Ordering::SeqCst) {
+            Err(K2Error::other("message handler failed (test)"))
+        } else {
+            Ok(())
+        }
     }
 
     /// The log so far. Do not hold the guard across an await.
@@ -237,7 +250,7 @@ impl TxSpaceHandler for SpaceSide {
     fn recv_space_notify(&self, peer: Url, space: SpaceId, data: Bytes) -> K2Result<()> {
         self.check_space(&space);
         let _ = self.recorder.senders.notifies.send((peer, data));
-        Ok(())
+        self.recorder.message_result()
     }
 
     fn set_unresponsive(&self, peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
@@ -266,6 +279,6 @@ impl TxModuleHandler for SpaceSide {
     ) -> K2Result<()> {
         self.check_space(&space);
         let _ = self.recorder.senders.module_msgs.send((peer, module, data));
-        Ok(())
+        self.recorder.message_result()
     }
 }
