@@ -23,13 +23,13 @@ use common::*;
 const PEERS: [usize; 3] = [0, 10, 100];
 
 /// `n` peers of one crate, each connected to `node` by one message.
-async fn connected_peers(node: &mut Node, relay_url: &str, ours: bool, n: usize) -> Vec<Node> {
+async fn connected_peers(target: &mut Node, relay_url: &str, ours: bool, n: usize) -> Vec<Node> {
     // Built concurrently: the incumbent's nodes take seconds each to start.
     let mut starting = Vec::with_capacity(n);
     for _ in 0..n {
         let relay_url = relay_url.to_owned();
         starting.push(tokio::spawn(async move {
-            common::node(factory(ours), &relay_url, ours).await
+            node(factory(ours), &relay_url, ours).await
         }));
     }
     let mut peers = Vec::with_capacity(n);
@@ -40,14 +40,14 @@ async fn connected_peers(node: &mut Node, relay_url: &str, ours: bool, n: usize)
         timeout(
             MESSAGE_BOUND,
             peer.transport
-                .send_space_notify(node.url.clone(), space(), tagged(SINK, 16)),
+                .send_space_notify(target.url.clone(), space(), tagged(SINK, 16)),
         )
         .await
         .expect("connect timed out")
         .expect("connect failed");
     }
     for _ in 0..n {
-        timeout(MESSAGE_BOUND, node.sink.recv())
+        timeout(MESSAGE_BOUND, target.sink.recv())
             .await
             .expect("a peer's first message did not arrive")
             .expect("handler gone");
@@ -63,7 +63,7 @@ async fn close_all(nodes: Vec<Node>) {
 
 /// Time of `close()` on a node with `n` connected peers.
 async fn close_time(relay_url: &str, ours: bool, n: usize) -> Duration {
-    let mut node = common::node(factory(ours), relay_url, ours).await;
+    let mut node = node(factory(ours), relay_url, ours).await;
     let peers = connected_peers(&mut node, relay_url, ours, n).await;
     let start = Instant::now();
     timeout(MESSAGE_BOUND, node.transport.close())
@@ -76,7 +76,7 @@ async fn close_time(relay_url: &str, ours: bool, n: usize) -> Duration {
 
 /// Mean time of `disconnect()` over `n` connected peers, one after another.
 async fn disconnect_time(relay_url: &str, ours: bool, n: usize) -> Duration {
-    let mut node = common::node(factory(ours), relay_url, ours).await;
+    let mut node = node(factory(ours), relay_url, ours).await;
     let peers = connected_peers(&mut node, relay_url, ours, n).await;
     let start = Instant::now();
     for peer in &peers {
