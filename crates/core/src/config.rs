@@ -18,6 +18,15 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default [`CoreConfig::write_timeout`]: 20 s without progress.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Default [`CoreConfig::max_pending_connections`]: 128, well above what
+/// honest peers dialing at once need (each leaves pending within a round
+/// trip), well below what exhausts memory (~100 KiB each).
+pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 128;
+
+/// Default [`CoreConfig::max_connections`]: 4096 (a kitsune2 node talks to
+/// hundreds of peers; each connection costs ~100 KiB).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -35,6 +44,12 @@ pub struct CoreConfig {
     /// nothing) before the send fails with `WriteTimeout`, the connection
     /// is closed and the peer is marked unresponsive.
     pub write_timeout: Duration,
+    /// Incoming connections that may wait for their preflight at once;
+    /// more are refused (code 0). Peers already connected are unaffected.
+    pub max_pending_connections: usize,
+    /// Live connections in total above which incoming ones are refused
+    /// (our own dials are not limited).
+    pub max_connections: usize,
     /// Bound on the best-effort delivery of a disconnect message.
     pub disconnect_send_timeout: Duration,
     /// Backend name reported by `dump_network_stats`.
@@ -49,6 +64,8 @@ impl Default for CoreConfig {
             preflight_timeout: PREFLIGHT_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),
         }

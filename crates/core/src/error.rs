@@ -158,6 +158,15 @@ pub enum CoreError {
         authenticated: String,
     },
 
+    /// An incoming connection was refused: a limit is reached.
+    #[error("too many {what} (limit {limit})")]
+    TooManyConnections {
+        /// Which limit.
+        what: &'static str,
+        /// Its value.
+        limit: usize,
+    },
+
     /// A write to the peer made no progress for the write timeout (the
     /// peer reads nothing).
     #[error("the peer took none of our bytes for {secs} s")]
@@ -227,6 +236,7 @@ impl CoreError {
             | Self::SelfConnect
             | Self::Handler(_)
             | Self::NoLocalUrl
+            | Self::TooManyConnections { .. }
             | Self::NoLocalAgents => Initiator::Local,
             Self::Codec(_)
             | Self::PreflightTimeout { .. }

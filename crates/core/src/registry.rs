@@ -91,6 +91,17 @@ impl Registry {
         self.peers.get(id).and_then(|s| s.active.clone())
     }
 
+    /// Live connections still pending (no preflight through yet), and all
+    /// live connections.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let pending = self
+            .conns
+            .values()
+            .filter(|c| c.state() == ConnState::Pending)
+            .count();
+        (pending, self.conns.len())
+    }
+
     /// Every active connection.
     pub(crate) fn all_active(&self) -> Vec<Arc<Conn>> {
         self.peers

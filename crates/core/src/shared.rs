@@ -170,6 +170,25 @@ impl Shared {
         }
     }
 
+    /// The limit a new incoming connection would pass, if any: peers that
+    /// have not sent their preflight yet, or connections in total.
+    fn over_limit(&self, registry: &Registry) -> Option<CoreError> {
+        let (pending, total) = registry.counts();
+        if pending >= self.config.max_pending_connections {
+            return Some(CoreError::TooManyConnections {
+                what: "connections waiting for their preflight",
+                limit: self.config.max_pending_connections,
+            });
+        }
+        if total >= self.config.max_connections {
+            return Some(CoreError::TooManyConnections {
+                what: "connections",
+                limit: self.config.max_connections,
+            });
+        }
+        None
+    }
+
     /// Publishes the endpoint's URL as it changes.
     pub(crate) async fn url_task(self: Arc<Self>) {
         let mut rx = self.url.clone();
@@ -196,17 +215,25 @@ impl Shared {
                 }
             };
             let conn = self.new_conn(connection, Role::Acceptor);
-            {
+            let refused = {
                 let mut registry = self.registry();
                 // As in `dial`: checked under the lock `close` drains with.
-                if !self.closed.load(Ordering::SeqCst) {
+                if self.closed.load(Ordering::SeqCst) {
+                    Some(CoreError::Closed)
+                } else if let Some(limit) = self.over_limit(&registry) {
+                    Some(limit)
+                } else {
                     registry.insert(conn.clone());
-                    drop(registry);
-                    self.spawn_reader(&conn);
-                    continue;
+                    None
+                }
+            };
+            match refused {
+                None => self.spawn_reader(&conn),
+                Some(e) => {
+                    debug!(%e, "incoming connection refused");
+                    conn.close(e, crate::error::Initiator::Local);
                 }
             }
-            conn.close(CoreError::Closed, crate::error::Initiator::Local);
         }
         debug!("endpoint closed; accept task ends");
     }

@@ -157,6 +157,68 @@ async fn a_preflight_that_is_no_kitsune2_preflight_is_refused() {
     }
 }
 
+/// Connection limits, tested at twice the limit: peers that never send a
+/// preflight hold at most `max_pending_connections` places, connections in
+/// total stop at `max_connections`, the excess is refused with a close,
+/// and a peer already connected is unaffected.
+#[tokio::test(start_paused = true)]
+async fn connection_limits_refuse_the_excess_and_spare_connected_peers() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let cfg = CoreConfig {
+        max_pending_connections: 4,
+        max_connections: 8,
+        ..config()
+    };
+    let mut b = Node::with_config(&net, [2; 32], cfg);
+    a.send(&b, b"before").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"before");
+
+    // 8 silent peers: 4 wait for their preflight, 4 are refused.
+    let mut silent = Vec::new();
+    for i in 0..8u8 {
+        let raw = net.endpoint([100 + i; 32]);
+        silent.push((raw.connect_raw(&b.id).await.unwrap(), raw));
+    }
+    settle().await;
+    let pending = b
+        .imp
+        .connection_states()
+        .iter()
+        .filter(|(_, s)| *s == ConnState::Pending)
+        .count();
+    assert_eq!(pending, 4);
+    let refused = silent
+        .iter()
+        .filter(|(c, _)| kitsune2_iroh_core::Connection::remote_close(&**c).is_some())
+        .count();
+    assert_eq!(refused, 4, "the excess is closed");
+    a.send(&b, b"during").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"during");
+
+    // Their deadline frees the places; then 16 honest-looking peers: the
+    // total stops at 8 (a's connection included).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut joined = 0;
+    let mut kept = Vec::new();
+    for i in 0..16u8 {
+        let id = [150 + i; 32];
+        let raw = net.endpoint(id);
+        let conn = raw.connect_raw(&b.id).await.unwrap();
+        let mut s = conn.open_raw().unwrap();
+        let _ = s.write_raw(preflight_frame(mem_url(&id).as_str())).await;
+        settle().await;
+        if kitsune2_iroh_core::Connection::remote_close(&*conn).is_none() {
+            joined += 1;
+        }
+        kept.push((conn, s, raw));
+    }
+    assert_eq!(joined, 7);
+    assert_eq!(b.imp.connection_states().len(), 8);
+    a.send(&b, b"after").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"after");
+}
+
 #[tokio::test(start_paused = true)]
 async fn connect_timeout_marks_unresponsive() {
     let net = MemNetwork::new();
