@@ -8,6 +8,8 @@ use kitsune2_api::Url;
 use kitsune2_iroh_codec::{CodecError, Frame, Limits};
 
 use super::*;
+use crate::peer_url::id_to_hex;
+use kitsune2_api::{K2Proto, K2WireType};
 
 pub(super) const PEER: EndpointId = [7; 32];
 const TIMEOUT: Duration = Duration::from_secs(10);

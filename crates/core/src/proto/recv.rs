@@ -1,0 +1,232 @@
+//! The receive side of a connection's protocol: the peer's streams in,
+//! frames decoded as far as the state allows, events out. The "preflight
+//! first" rule, the preflight checks and what a bad stream ends live here.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use kitsune2_api::{K2Proto, K2WireType, Url};
+use kitsune2_iroh_codec::{CodecError, Frame, FrameOrder, StreamDecoder};
+use tracing::debug;
+
+use super::{ConnProto, Event, State};
+use crate::close::CloseCode;
+use crate::error::{CoreError, Initiator};
+use crate::peer_url::{PeerAddr, format_peer_url, id_to_hex};
+
+impl ConnProto {
+    // ---- input -----------------------------------------------------------
+
+    /// The peer opened a new stream; its previous one, if any, is
+    /// abandoned (the peer sends on one stream at a time).
+    pub(crate) fn handle_stream(&mut self) {
+        if !self.is_open() {
+            return;
+        }
+        if self.decoder.is_some() {
+            debug!("peer opened a new stream; abandoning its previous one");
+        }
+        self.decoder = Some(StreamDecoder::with_order(self.limits, FrameOrder::Any));
+        self.stream_finished = false;
+    }
+
+    /// Whether a peer stream is being read; the driver drops its stream
+    /// handle when this turns false.
+    pub(crate) fn has_stream(&self) -> bool {
+        self.decoder.is_some()
+    }
+
+    /// Bytes of the peer's current stream.
+    pub(crate) fn handle_chunk(&mut self, chunk: Bytes) {
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.feed(chunk);
+        }
+    }
+
+    /// The peer finished its current stream at `now`. Whole frames still
+    /// buffered come out of [`poll_event`](Self::poll_event) first; a
+    /// partial frame left over is then a stream error, a clean end means
+    /// "no more frames on this connection" (see `drain.rs`).
+    pub(crate) fn handle_stream_end(&mut self, now: Instant) {
+        if self.decoder.is_some() {
+            self.stream_finished = true;
+            self.fin_at = Some(now);
+        }
+    }
+
+    /// Reading the peer's current stream failed.
+    pub(crate) fn handle_stream_error(&mut self, error: CoreError) {
+        self.decoder = None;
+        self.stream_failed(error, Initiator::Backend);
+    }
+
+    /// The connection is gone (accepting the peer's next stream failed).
+    /// With the peer's application close in hand, that close is the error.
+    pub(crate) fn handle_connection_lost(
+        &mut self,
+        error: CoreError,
+        remote_close: Option<(CloseCode, Bytes)>,
+    ) {
+        if self.is_draining() {
+            self.drain_connection_lost(error, remote_close);
+            return;
+        }
+        match remote_close {
+            Some((CloseCode::Superseded, _)) => self.supersede(Initiator::Remote),
+            Some((code, reason)) => self.close(
+                CoreError::ConnectionClosed {
+                    code: Some(code),
+                    reason: String::from_utf8_lossy(&reason).into_owned(),
+                },
+                Initiator::Remote,
+            ),
+            None => self.close(error, Initiator::Backend),
+        };
+    }
+
+    /// The next event, decoding buffered frames as far as the state
+    /// allows: nothing while validating, nothing once ended.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            let may_decode = match self.state {
+                State::Pending { .. } | State::Active => true,
+                // Not while kitsune2 judges a preflight that came in.
+                State::Draining { .. } => self.remote_url.is_none() || self.validated,
+                _ => false,
+            };
+            if !may_decode {
+                return None;
+            }
+            let decoder = self.decoder.as_mut()?;
+            match decoder.next_frame() {
+                Ok(Some(frame)) => self.on_frame(frame),
+                Ok(None) if self.stream_finished => {
+                    let end = decoder.finish();
+                    self.decoder = None;
+                    self.stream_finished = false;
+                    let at = self.fin_at.take();
+                    match (end, at) {
+                        (Ok(()), Some(at)) => self.peer_finished(at),
+                        (Ok(()), None) => debug!("peer finished its stream"),
+                        (Err(e), _) => self.stream_failed(e.into(), Initiator::Remote),
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    self.decoder = None;
+                    self.stream_failed(e.into(), Initiator::Remote);
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match (&self.state, frame) {
+            (State::Pending { .. }, Frame::Preflight(p)) => {
+                match self.check_preflight(&p.url, &p.data) {
+                    Ok(url) => {
+                        debug!(%url, "preflight received");
+                        self.remote_url = Some(url.clone());
+                        self.state = State::Validating;
+                        self.events
+                            .push_back(Event::Preflight { url, data: p.data });
+                    }
+                    Err(e) => {
+                        self.close(e, Initiator::Remote);
+                    }
+                }
+            }
+            (State::Pending { .. }, frame @ Frame::Data(_)) => {
+                let found = frame.frame_type();
+                self.close(
+                    CodecError::ExpectedPreflight { found }.into(),
+                    Initiator::Remote,
+                );
+            }
+            (State::Active, Frame::Data(data)) => self.events.push_back(Event::Data(data)),
+            (State::Draining { .. }, Frame::Preflight(p)) if self.remote_url.is_none() => {
+                match self.check_preflight(&p.url, &p.data) {
+                    Ok(url) => {
+                        self.remote_url = Some(url.clone());
+                        self.events
+                            .push_back(Event::Preflight { url, data: p.data });
+                    }
+                    Err(e) => {
+                        self.close(e, Initiator::Remote);
+                    }
+                }
+            }
+            (State::Draining { .. }, frame @ Frame::Data(_)) if self.remote_url.is_none() => {
+                let found = frame.frame_type();
+                self.close(
+                    CodecError::ExpectedPreflight { found }.into(),
+                    Initiator::Remote,
+                );
+            }
+            (State::Draining { .. }, Frame::Data(data)) => self.events.push_back(Event::Data(data)),
+            (State::Active | State::Draining { .. }, Frame::Preflight(_)) => {
+                self.decoder = None;
+                self.stream_failed(CodecError::UnexpectedPreflight.into(), Initiator::Remote);
+            }
+            // poll_event decodes only in Pending, Active and Draining.
+            _ => debug_assert!(false, "frame decoded in state {:?}", self.state),
+        }
+    }
+
+    /// Checks a preflight: its URL must be a peer URL naming the
+    /// authenticated peer (returned with the id in lower case, so one peer
+    /// has one URL), and its bytes a kitsune2 message of type preflight (so
+    /// that kitsune2 cannot take anything else, which it would accept
+    /// without validation, for one).
+    fn check_preflight(&self, url: &str, data: &Bytes) -> Result<Url, CoreError> {
+        let parsed = Url::from_str(url).map_err(|_| CoreError::InvalidPeerUrl {
+            url: url.to_owned(),
+            why: "preflight url is not a kitsune2 url",
+        })?;
+        let addr = PeerAddr::parse(&parsed)?;
+        if addr.id != self.remote_id {
+            return Err(CoreError::PreflightIdentityMismatch {
+                url: url.to_owned(),
+                authenticated: id_to_hex(&self.remote_id),
+            });
+        }
+        let found = match K2Proto::decode(data) {
+            Ok(msg) if msg.ty() == K2WireType::Preflight => None,
+            Ok(msg) => Some(format!("{:?}", msg.ty())),
+            Err(_) => Some("bytes that are not a kitsune2 message".to_owned()),
+        };
+        if let Some(found) = found {
+            return Err(CoreError::NotAPreflight { found });
+        }
+        Url::from_str(format_peer_url(&addr.relay_url, &addr.id)).map_err(|_| {
+            CoreError::InvalidPeerUrl {
+                url: url.to_owned(),
+                why: "preflight url does not normalize",
+            }
+        })
+    }
+
+    /// A stream ended badly: before the peer's preflight is through, the
+    /// whole connection goes; after it, only that stream.
+    ///
+    /// A protocol violation by the peer (a malformed or oversized frame, a
+    /// second preflight) ends the whole connection at any time: every
+    /// frame the peer has in flight behind it would be lost silently
+    /// otherwise. The close (code 0) names the error, so a sender of this
+    /// crate learns at once.
+    fn stream_failed(&mut self, error: CoreError, by: Initiator) {
+        let past_preflight = match self.state {
+            State::Active => true,
+            State::Draining { .. } => self.validated,
+            _ => false,
+        };
+        if past_preflight && !matches!(error, CoreError::Codec(_)) {
+            self.events.push_back(Event::StreamFailed(error));
+        } else {
+            self.close(error, by);
+        }
+    }
+}
