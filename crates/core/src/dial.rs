@@ -50,16 +50,17 @@ impl Shared {
             // Closed on purpose, or dead before any of the frame went out
             // (a connection whose reader had not noticed its end yet): the
             // peer cannot have the frame, so it goes once more elsewhere.
-            let stalled = matches!(e, CoreError::WriteTimeout { .. });
-            if retried || stalled || !(conn.ended_deliberately() || failure.untouched) {
-                // The reader notices the failed connection and reports it.
+            let deliberate = conn.ended_deliberately();
+            if !deliberate {
+                // A failed connection: its reader reports the loss. (One
+                // closed on purpose is left to finish its drain.)
                 conn.close(e.clone(), Initiator::Backend);
+            }
+            let stalled = matches!(e, CoreError::WriteTimeout { .. });
+            if retried || stalled || !(deliberate || failure.untouched) {
                 return Err(e);
             }
             debug!(%peer, %e, "connection closed under a send; redialling");
-            if !conn.ended_deliberately() {
-                conn.close(e, Initiator::Backend);
-            }
             self.registry().retire(&conn);
             retried = true;
         }
