@@ -93,7 +93,7 @@ impl Shared {
                 peer: url.as_str().to_owned(),
             });
         }
-        let own_url = self.own_url_for(addr)?;
+        let own_url = self.wait_own_url_for(addr).await?;
         let preflight = self
             .hnd
             .peer_connect(url.clone())
@@ -154,6 +154,21 @@ impl Shared {
         self.await_usable(conn, addr).await
     }
 
+    /// The URL our preflight to `peer` presents; right after the
+    /// transport started, the endpoint may not know its own URL yet (no
+    /// relay connection): waits for it, bounded by the connect timeout.
+    async fn wait_own_url_for(&self, peer: &PeerAddr) -> Result<Url, CoreError> {
+        if let Ok(url) = self.own_url_for(peer) {
+            return Ok(url);
+        }
+        let mut rx = self.url.clone();
+        let known = timeout(self.config.connect_timeout, rx.wait_for(Option::is_some)).await;
+        if !matches!(known, Ok(Ok(_))) {
+            return Err(CoreError::NoLocalUrl);
+        }
+        self.own_url_for(peer)
+    }
+
     /// Waits for a dialed connection's resolution; if it lost, for the
     /// winner. Bounded by the preflight timeout.
     async fn await_usable(&self, conn: Arc<Conn>, addr: &PeerAddr) -> Result<Arc<Conn>, CoreError> {
@@ -186,7 +201,7 @@ impl Shared {
                 // The error that ended it, as the reader saw it; a peer's
                 // application close (e.g. its refusal of our preflight)
                 // is what it said.
-                Err(match conn.connection.remote_close() {
+                let err = match conn.connection.remote_close() {
                     Some((code, reason)) => CoreError::ConnectionClosed {
                         code: Some(code),
                         reason: String::from_utf8_lossy(&reason).into_owned(),
@@ -198,7 +213,13 @@ impl Shared {
                         },
                         |(e, _)| e,
                     ),
-                })
+                };
+                // The reader's own preflight deadline may fire just before
+                // ours: the peer is as unresponsive either way.
+                if matches!(err, CoreError::PreflightTimeout { .. }) {
+                    self.mark_unresponsive(&addr.url).await;
+                }
+                Err(err)
             }
         }
     }

@@ -219,6 +219,58 @@ async fn connection_limits_refuse_the_excess_and_spare_connected_peers() {
     assert_eq!(&b.recv().await.1[..], b"after");
 }
 
+/// A send right after the transport started, before its endpoint knows
+/// its own URL, waits for the URL (bounded by the connect timeout) instead
+/// of failing.
+#[tokio::test(start_paused = true)]
+async fn a_send_before_the_own_url_is_known_waits_for_it() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    a.ep.set_url(None);
+    let ep = a.ep.clone();
+    let url = a.url.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ep.set_url(Some(url));
+    });
+    a.send(&b, b"early").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"early");
+    // Never known: the send fails after the connect timeout.
+    let c = Node::new(&net, 3);
+    c.ep.set_url(None);
+    let err = c.send(&b, b"x").await.unwrap_err();
+    assert!(err.to_string().contains("own peer url not known"), "{err}");
+}
+
+/// A peer that accepts but never answers our preflight: the send fails
+/// with PreflightTimeout and the peer is marked unresponsive, every time,
+/// whichever of the reader's deadline and the dial's fires first (they
+/// fall on the same instant; over iroh the reader's came first in some
+/// runs and the mark was lost: `iroh/silent_acceptor.rs`).
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_preflight_marks_the_peer_every_time() {
+    for _ in 0..20 {
+        let net = MemNetwork::new();
+        let a = Node::new(&net, 1);
+        let silent_id = [9; 32];
+        let _silent = net.endpoint(silent_id);
+        let url = mem_url(&silent_id);
+        let err =
+            a.tx.send_module(
+                url.clone(),
+                space(),
+                MODULE.to_owned(),
+                Bytes::from_static(b"x"),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no preflight"), "{err}");
+        settle().await;
+        assert_eq!(a.events().unresponsive, vec![url]);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn connect_timeout_marks_unresponsive() {
     let net = MemNetwork::new();
