@@ -88,11 +88,6 @@ proptest! {
     fn cancelled_sends_never_corrupt_the_stream(
         steps in proptest::collection::vec((0usize..4, 0u64..3000), 1..12)
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(run(steps));
+        block_on_paused(run(steps));
     }
 }

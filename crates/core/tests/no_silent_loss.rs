@@ -183,12 +183,7 @@ proptest! {
 
     #[test]
     fn every_ok_send_is_delivered_exactly_once(case in arb_case()) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(run(case));
+        block_on_paused(run(case));
     }
 }
 

@@ -118,13 +118,7 @@ proptest! {
 
     #[test]
     fn both_sides_agree_and_nothing_is_lost(case in arb_case()) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let _ = rt.block_on(run(case));
-
+        let _ = block_on_paused(run(case));
     }
 }
 
@@ -201,11 +195,6 @@ proptest! {
 
     #[test]
     fn simultaneous_disconnect_and_resend_never_fails_a_send(case in arb_race()) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(race(case));
+        block_on_paused(race(case));
     }
 }

@@ -127,6 +127,17 @@ impl Node {
     }
 }
 
+/// Runs `fut` to its end on a current-thread runtime with paused time, as
+/// `#[tokio::test(start_paused = true)]` does; for proptest bodies.
+pub fn block_on_paused<F: Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(fut)
+}
+
 /// Logs to the test's output when `RUST_LOG` is set (e.g.
 /// `RUST_LOG=kitsune2_iroh_core=debug`).
 pub fn init_logs() {
