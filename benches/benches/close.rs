@@ -98,6 +98,26 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The median of `runs` measurements for ours, then for the incumbent.
+async fn medians(runs: usize, measure: impl AsyncFn(bool) -> Duration) -> [Duration; 2] {
+    let mut row = [Duration::ZERO; 2];
+    for (slot, ours) in row.iter_mut().zip([true, false]) {
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            times.push(measure(ours).await);
+        }
+        *slot = median(times);
+    }
+    row
+}
+
+fn print_row(what: &str, [ours, theirs]: [Duration; 2]) {
+    println!(
+        "{what}: ours {ours:>10.2?}  incumbent {theirs:>10.2?}  ratio {:.2}",
+        ours.as_secs_f64() / theirs.as_secs_f64().max(1e-9)
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is read from the
     // command line.
@@ -112,37 +132,12 @@ fn main() {
         let url = relay.url().to_string();
         println!("close() and disconnect() times, median of {runs} runs");
         for n in PEERS {
-            let mut row = Vec::new();
-            for ours in [true, false] {
-                let mut times = Vec::new();
-                for _ in 0..runs {
-                    times.push(close_time(&url, ours, n).await);
-                }
-                row.push(median(times));
-            }
-            println!(
-                "close() with {n:>3} peers: ours {:>10.2?}  incumbent {:>10.2?}  ratio {:.2}",
-                row[0],
-                row[1],
-                row[0].as_secs_f64() / row[1].as_secs_f64().max(1e-9)
-            );
+            let row = medians(runs, async |ours| close_time(&url, ours, n).await).await;
+            print_row(&format!("close() with {n:>3} peers"), row);
         }
-        for n in [10usize] {
-            let mut row = Vec::new();
-            for ours in [true, false] {
-                let mut times = Vec::new();
-                for _ in 0..runs {
-                    times.push(disconnect_time(&url, ours, n).await);
-                }
-                row.push(median(times));
-            }
-            println!(
-                "disconnect() (mean over {n} peers): ours {:>10.2?}  incumbent {:>10.2?}  ratio {:.2}",
-                row[0],
-                row[1],
-                row[0].as_secs_f64() / row[1].as_secs_f64().max(1e-9)
-            );
-        }
+        let n = 10;
+        let row = medians(runs, async |ours| disconnect_time(&url, ours, n).await).await;
+        print_row(&format!("disconnect() (mean over {n} peers)"), row);
         relay.shutdown().await.expect("relay shutdown");
     });
 }
