@@ -27,6 +27,14 @@ pub const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 128;
 /// hundreds of peers; each connection costs ~100 KiB).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
+/// Default [`CoreConfig::partial_frame_budget`]: 256 MiB, room for two
+/// frames of the default 100 MiB limit arriving at once and many smaller
+/// ones.
+pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Default [`CoreConfig::frame_progress_timeout`]: 30 s.
+pub const DEFAULT_FRAME_PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -50,6 +58,19 @@ pub struct CoreConfig {
     /// Live connections in total above which incoming ones are refused
     /// (our own dials are not limited).
     pub max_connections: usize,
+    /// Bytes that partially received frames may hold across all
+    /// connections, beyond a free 64 KiB per connection
+    /// ([`UNBUDGETED_PARTIAL_BYTES`](crate::UNBUDGETED_PARTIAL_BYTES)).
+    /// A connection that needs more than the budget has left is not read
+    /// until there is room (its peer waits on QUIC flow control). Must be
+    /// at least `max_frame_bytes`, so that the largest frame can arrive.
+    pub partial_frame_budget: usize,
+    /// How long a partially received frame may go without a new byte
+    /// from the peer before the connection is closed (`FrameStalled`); a
+    /// frame that waits for room in the partial-frame budget may wait
+    /// twice as long (`FrameBudgetExhausted`), so that the stalled frames
+    /// holding the budget go first.
+    pub frame_progress_timeout: Duration,
     /// Bound on the best-effort delivery of a disconnect message.
     pub disconnect_send_timeout: Duration,
     /// Backend name reported by `dump_network_stats`.
@@ -66,6 +87,8 @@ impl Default for CoreConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
+            frame_progress_timeout: DEFAULT_FRAME_PROGRESS_TIMEOUT,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),
         }

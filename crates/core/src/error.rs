@@ -175,6 +175,34 @@ pub enum CoreError {
         secs: u64,
     },
 
+    /// A frame from the peer received no byte for the frame progress
+    /// timeout, mid-frame (the peer stalls).
+    #[error("the peer sent no byte of its partial frame for {secs} s")]
+    FrameStalled {
+        /// The timeout, in seconds.
+        secs: u64,
+    },
+
+    /// A frame from the peer could not go on for the frame progress
+    /// timeout because the transport-wide budget for partial frames had
+    /// no room for it.
+    #[error("no room for the peer's partial frame in the {budget}-byte budget for {secs} s")]
+    FrameBudgetExhausted {
+        /// The budget, in bytes.
+        budget: usize,
+        /// The timeout, in seconds.
+        secs: u64,
+    },
+
+    /// A setting is out of range.
+    #[error("invalid config: {field} {why}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+
     /// The peer's preflight carries something else than a kitsune2
     /// preflight message.
     #[error("the peer's preflight is not a kitsune2 preflight: {found}")]
@@ -237,12 +265,15 @@ impl CoreError {
             | Self::Handler(_)
             | Self::NoLocalUrl
             | Self::TooManyConnections { .. }
+            | Self::FrameBudgetExhausted { .. }
+            | Self::InvalidConfig { .. }
             | Self::NoLocalAgents => Initiator::Local,
             Self::Codec(_)
             | Self::PreflightTimeout { .. }
             | Self::PreflightIdentityMismatch { .. }
             | Self::NotAPreflight { .. }
             | Self::WriteTimeout { .. }
+            | Self::FrameStalled { .. }
             | Self::ConnectionClosed { .. } => Initiator::Remote,
             Self::ConnectTimeout { .. } | Self::RelayDown { .. } | Self::Io { .. } => {
                 Initiator::Backend

@@ -13,6 +13,7 @@
 //!
 //! | module      | owns                                                        |
 //! |-------------|-------------------------------------------------------------|
+//! | `budget`    | the transport-wide budget for bytes in partially received frames |
 //! | `proto`     | one connection's protocol, synchronous: states, preflight rule, identity check, deadline, end report |
 //! | `conn`      | a live connection: the protocol object behind a lock, frame writes, the close |
 //! | `registry`  | which connection carries each peer's data; simultaneous-open resolution; the per-peer dial gate |
@@ -22,6 +23,7 @@
 //! | `space`     | per-space URLs |
 //! | `transport` | the `TxImp` surface, close, disconnect, drop |
 
+mod budget;
 mod close;
 mod config;
 mod conn;
@@ -38,18 +40,20 @@ mod space;
 mod traits;
 mod transport;
 
+pub use budget::{FrameBudgetUsage, UNBUDGETED_PARTIAL_BYTES};
 pub use close::{CloseCode, SUPERSEDED_REASON, TRANSPORT_CLOSED_REASON, TRANSPORT_DROPPED_REASON};
 pub use config::{
-    CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_WRITE_TIMEOUT, PREFLIGHT_TIMEOUT,
+    CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET,
+    DEFAULT_WRITE_TIMEOUT, PREFLIGHT_TIMEOUT,
 };
 pub use error::{BackendError, CoreError, Initiator};
 pub use kitsune2_iroh_codec::DEFAULT_MAX_FRAME_BYTES;
 pub use peer_url::{ENDPOINT_ID_HEX_LEN, PeerAddr, format_peer_url, id_to_hex, parse_hex_id};
 pub use proto::ConnState;
 pub use traits::{
-    Connection, DynConnection, DynRecvStream, DynSendStream, Endpoint, EndpointId, RecvStream,
-    SendStream, SystemClock, WallClock,
+    Connection, DynConnection, DynRecvStream, DynSendStream, Endpoint, EndpointId, MAX_READ_CHUNK,
+    RecvStream, SendStream, SystemClock, WallClock,
 };
 #[cfg(feature = "mem")]
 pub use transport::ConnInfo;

@@ -9,9 +9,11 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use kitsune2_api::{K2Proto, K2WireType, Url};
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::budget::Charge;
 use crate::conn::Conn;
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::PeerAddr;
@@ -28,7 +30,8 @@ enum Input {
     Chunk(Result<Option<Bytes>, CoreError>),
     /// The protocol's deadline passed.
     Timeout,
-    /// The protocol state changed outside the reader (a drain step).
+    /// The protocol state changed outside the reader (a drain step), or
+    /// the partial-frame budget has room again.
     Woken,
 }
 
@@ -40,6 +43,9 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
 
 async fn drive(shared: &Shared, conn: &Arc<Conn>) {
     let mut stream: Option<DynRecvStream> = None;
+    // This connection's share of the budget for partial frames, given
+    // back when the reader ends.
+    let mut charge = Charge::new(&shared.budget);
     loop {
         while let Some(event) = conn.with(|p| p.poll_event()) {
             match event {
@@ -69,15 +75,25 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
         if !conn.with(|p| p.has_stream()) {
             stream = None;
         }
+        // Before the next read the budget must cover the partial frame
+        // held (the read itself is within the free share).
+        let freed = shared.budget.freed();
+        let may_read = charge.try_cover(conn.with(|p| p.partial_frame_bytes()));
+        let budget_wait = (!may_read).then_some(shared.config.partial_frame_budget);
+        if budget_wait.is_some() {
+            debug!("partial-frame budget full: not reading this peer for now");
+        }
+        conn.with(|p| p.set_budget_wait(budget_wait, Instant::now().into_std()));
         let deadline = conn.with(|p| p.poll_timeout());
-        let input = next_input(conn, stream.as_mut(), deadline).await;
+        let read = if may_read { stream.as_mut() } else { None };
+        let input = next_input(conn, read, may_read, freed, deadline).await;
         conn.with(|p| match input {
             Input::Stream(Ok(s)) => {
                 p.handle_stream();
                 stream = Some(s);
             }
             Input::Stream(Err(e)) => p.handle_connection_lost(e, conn.connection.remote_close()),
-            Input::Chunk(Ok(Some(chunk))) => p.handle_chunk(chunk),
+            Input::Chunk(Ok(Some(chunk))) => p.handle_chunk(chunk, Instant::now().into_std()),
             Input::Chunk(Ok(None)) => p.handle_stream_end(Instant::now().into_std()),
             Input::Chunk(Err(e)) => p.handle_stream_error(e),
             Input::Timeout => p.handle_timeout(Instant::now().into_std()),
@@ -86,13 +102,23 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
     }
 }
 
+/// The next input: a chunk of `stream` (when given), a new stream, a
+/// wake-up, the deadline, or (when `!may_read`, waiting for the budget)
+/// `freed`.
 async fn next_input(
     conn: &Conn,
     stream: Option<&mut DynRecvStream>,
+    may_read: bool,
+    freed: Notified<'_>,
     deadline: Option<std::time::Instant>,
 ) -> Input {
     let read = async {
         match stream {
+            None if !may_read => tokio::select! {
+                biased;
+                r = conn.connection.accept_uni() => Input::Stream(r),
+                () = freed => Input::Woken,
+            },
             None => Input::Stream(conn.connection.accept_uni().await),
             Some(stream) => tokio::select! {
                 biased;

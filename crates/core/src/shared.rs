@@ -14,7 +14,8 @@ use crate::config::CoreConfig;
 use crate::conn::Conn;
 use crate::error::CoreError;
 use crate::peer_url::{PeerAddr, id_to_hex};
-use crate::proto::{ConnProto, EndReport, Role};
+use crate::budget::FrameBudget;
+use crate::proto::{ConnProto, EndReport, Role, Timeouts};
 use crate::registry::Registry;
 use crate::space::SpaceUrls;
 use crate::traits::{DynConnection, Endpoint, EndpointId, WallClock};
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) close_once: CloseOnce,
     pub(crate) tasks: Mutex<Vec<AbortHandle>>,
+    /// Bytes in partially received frames, across connections.
+    pub(crate) budget: FrameBudget,
     serial: AtomicU64,
 }
 
@@ -48,6 +51,7 @@ impl Shared {
         limits: Limits,
         clock: Arc<dyn WallClock>,
     ) -> Self {
+        let budget = FrameBudget::new(config.partial_frame_budget);
         Self {
             local_id: endpoint.local_id(),
             url: endpoint.watch_url(),
@@ -62,6 +66,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             close_once: CloseOnce::new(),
             tasks: Mutex::new(Vec::new()),
+            budget,
             serial: AtomicU64::new(0),
         }
     }
@@ -89,8 +94,11 @@ impl Shared {
             connection.remote_id(),
             self.limits,
             tokio::time::Instant::now().into_std(),
-            self.config.preflight_timeout,
-            self.config.drain_timeout,
+            Timeouts {
+                preflight: self.config.preflight_timeout,
+                drain: self.config.drain_timeout,
+                frame_progress: self.config.frame_progress_timeout,
+            },
         );
         Arc::new(Conn::new(
             serial,

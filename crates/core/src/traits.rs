@@ -142,10 +142,17 @@ pub trait SendStream: Send + Sync + Debug + 'static {
     fn finish(&mut self) -> BoxFut<'_, Result<(), CoreError>>;
 }
 
+/// The most bytes one [`RecvStream::read_chunk`] may return: 64 KiB.
+///
+/// The core's budget for partially received frames counts on it (see
+/// [`CoreConfig::partial_frame_budget`](crate::CoreConfig::partial_frame_budget)).
+pub const MAX_READ_CHUNK: usize = 64 * 1024;
+
 /// The receiving half of a unidirectional stream.
 pub trait RecvStream: Send + Sync + Debug + 'static {
-    /// The next chunk of bytes, of any size; `Ok(None)` once the peer
-    /// finished the stream. Chunk boundaries carry no meaning.
+    /// The next chunk of bytes, of any size up to [`MAX_READ_CHUNK`];
+    /// `Ok(None)` once the peer finished the stream. Chunk boundaries
+    /// carry no meaning.
     ///
     /// An error means the stream (or connection) failed. Cancel safety:
     /// cancelling loses no bytes.

@@ -14,6 +14,7 @@ use kitsune2_iroh_codec::Limits;
 use tokio::time::timeout;
 use tracing::{debug, info};
 
+use crate::budget::FrameBudgetUsage;
 use crate::config::CoreConfig;
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::{PeerAddr, id_to_hex};
@@ -56,7 +57,9 @@ impl CoreTransport {
     /// # Errors
     ///
     /// [`CoreError::Codec`] when `config.max_frame_bytes` is below the
-    /// frame header size.
+    /// frame header size; [`CoreError::InvalidConfig`] when
+    /// `config.partial_frame_budget` is below `config.max_frame_bytes`
+    /// (the largest frame could never arrive).
     pub fn create(
         endpoint: Arc<dyn Endpoint>,
         hnd: Arc<TxImpHnd>,
@@ -64,6 +67,15 @@ impl CoreTransport {
         clock: Arc<dyn WallClock>,
     ) -> Result<Arc<Self>, CoreError> {
         let limits = Limits::new(config.max_frame_bytes)?;
+        if config.partial_frame_budget < config.max_frame_bytes {
+            return Err(CoreError::InvalidConfig {
+                field: "partial_frame_budget",
+                why: format!(
+                    "is {} bytes, below max_frame_bytes ({})",
+                    config.partial_frame_budget, config.max_frame_bytes
+                ),
+            });
+        }
         let shared = Arc::new(Shared::new(endpoint, hnd, config, limits, clock));
         let accept = tokio::spawn(shared.clone().accept_task()).abort_handle();
         let url = tokio::spawn(shared.clone().url_task()).abort_handle();
@@ -74,6 +86,12 @@ impl CoreTransport {
     /// This endpoint's id.
     pub fn local_id(&self) -> EndpointId {
         self.shared.local_id
+    }
+
+    /// What the budget for partially received frames holds now and held
+    /// at most (see [`CoreConfig::partial_frame_budget`]).
+    pub fn frame_budget_usage(&self) -> FrameBudgetUsage {
+        self.shared.budget.usage()
     }
 }
 
@@ -304,6 +322,7 @@ impl CoreTransport {
                 remote_id: c.remote_id,
                 state: c.state(),
                 dialed_by_us: c.dialed_by_us,
+                partial_frame_bytes: c.with(|p| p.partial_frame_bytes()),
             })
             .collect()
     }
@@ -327,4 +346,6 @@ pub struct ConnInfo {
     pub state: ConnState,
     /// True when this side dialed it.
     pub dialed_by_us: bool,
+    /// Bytes of the peer's stream held for a frame not yet complete.
+    pub partial_frame_bytes: usize,
 }

@@ -13,7 +13,9 @@ use super::{CloseInfo, MemNetwork, Pair, STREAM_CAPACITY};
 use crate::close::CloseCode;
 use crate::error::CoreError;
 use crate::peer_url::id_to_hex;
-use crate::traits::{Connection, DynRecvStream, DynSendStream, EndpointId, RecvStream, SendStream};
+use crate::traits::{
+    Connection, DynRecvStream, DynSendStream, EndpointId, MAX_READ_CHUNK, RecvStream, SendStream,
+};
 
 /// One side of an in-memory connection.
 pub struct MemConnection {
@@ -250,6 +252,12 @@ impl RecvStream for MemRecvStream {
                 }
                 let arrives = self.pending.as_ref()?.0;
                 tokio::time::sleep_until(arrives).await;
+                // At most MAX_READ_CHUNK per read, as the trait promises;
+                // the rest of a larger write stays pending.
+                let (_, rest) = self.pending.as_mut()?;
+                if rest.len() > MAX_READ_CHUNK {
+                    return Some(rest.split_to(MAX_READ_CHUNK));
+                }
                 let chunk = self.pending.take().map(|(_, chunk)| chunk);
                 self.delivered.send_modify(|d| *d = d.saturating_add(1));
                 chunk

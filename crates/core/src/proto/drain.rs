@@ -229,7 +229,7 @@ mod tests {
         assert!(p.ended_deliberately());
         assert!(!p.start_drain(CoreError::Closed, t0()), "once");
         // The peer's frames up to its FIN are still delivered.
-        p.handle_chunk(data(b"in flight"));
+        p.handle_chunk(data(b"in flight"), t0());
         assert!(matches!(p.poll_event(), Some(Event::Data(_))));
         p.handle_ours_finished();
         assert_eq!(p.state(), ConnState::Draining, "the peer's FIN is missing");
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn the_peers_fin_starts_its_drain_and_its_close_ends_it() {
         let mut p = active(t0());
-        p.handle_chunk(data(b"last"));
+        p.handle_chunk(data(b"last"), t0());
         p.handle_stream_end(t0());
         assert!(matches!(p.poll_event(), Some(Event::Data(_))));
         assert!(matches!(p.poll_event(), Some(Event::PeerFinished)));
@@ -334,14 +334,13 @@ mod tests {
             super::super::tests::PEER,
             kitsune2_iroh_codec::Limits::default(),
             t0(),
-            Duration::from_secs(10),
-            Duration::from_secs(1),
+            super::super::tests::TIMEOUTS,
         );
         p.start_drain(CoreError::Superseded, t0());
         p.handle_stream();
         let mut bytes = super::super::tests::preflight(&super::super::tests::PEER).to_vec();
         bytes.extend_from_slice(&data(b"written before it lost"));
-        p.handle_chunk(Bytes::from(bytes));
+        p.handle_chunk(Bytes::from(bytes), t0());
         assert!(matches!(p.poll_event(), Some(Event::Preflight { .. })));
         assert!(p.poll_event().is_none(), "not before kitsune2 accepted it");
         p.accept_preflight();
@@ -352,8 +351,7 @@ mod tests {
             Frame::preflight("http://h:1/x", Bytes::new())
                 .encode(&kitsune2_iroh_codec::Limits::default())
                 .unwrap()
-                .to_bytes(),
-        );
+                .to_bytes(), t0());
         assert!(p.poll_event().is_none());
         assert!(
             matches!(p.closed(), Some((CoreError::Codec(_), Initiator::Remote))),

@@ -116,6 +116,23 @@ enum State {
     Closed { error: CoreError, by: Initiator },
 }
 
+/// How many frame progress timeouts a partial frame may wait for room in
+/// the partial-frame budget: more than one, so that the stalled frames
+/// holding the budget are closed (after one timeout) before a frame that
+/// waits for them is.
+const BUDGET_WAIT_FACTOR: u64 = 2;
+
+/// The time limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// How long the peer's preflight may take (from the connection's start).
+    pub(crate) preflight: Duration,
+    /// Bound on a deliberate close's drain.
+    pub(crate) drain: Duration,
+    /// How long a partially received frame may go without a new byte.
+    pub(crate) frame_progress: Duration,
+}
+
 /// What the connection tells its driver.
 #[derive(Debug)]
 pub(crate) enum Event {
@@ -174,6 +191,7 @@ pub(crate) struct ConnProto {
     limits: Limits,
     preflight_timeout_secs: u64,
     drain_timeout: Duration,
+    frame_progress_timeout: Duration,
     state: State,
     /// Decoder of the peer's current stream, `None` between streams.
     decoder: Option<StreamDecoder>,
@@ -197,27 +215,33 @@ pub(crate) struct ConnProto {
     fin_at: Option<Instant>,
     /// Whether the end was reported to kitsune2 already.
     reported: bool,
+    /// When the peer's bytes last arrived: a partial frame must get more
+    /// by `last_progress + frame_progress_timeout`.
+    last_progress: Instant,
+    /// `(budget, since)` while the driver is not reading because the
+    /// partial-frame budget (of `budget` bytes) has no room, since then.
+    budget_wait: Option<(usize, Instant)>,
 }
 
 impl ConnProto {
-    /// A new connection in `Pending`, waiting for the peer's preflight
-    /// until `deadline`.
+    /// A new connection in `Pending`, started at `now`, waiting for the
+    /// peer's preflight until `now + timeouts.preflight`.
     pub(crate) fn new(
         role: Role,
         remote_id: EndpointId,
         limits: Limits,
         now: Instant,
-        preflight_timeout: Duration,
-        drain_timeout: Duration,
+        timeouts: Timeouts,
     ) -> Self {
         Self {
             role,
             remote_id,
             limits,
-            preflight_timeout_secs: preflight_timeout.as_secs(),
-            drain_timeout,
+            preflight_timeout_secs: timeouts.preflight.as_secs(),
+            drain_timeout: timeouts.drain,
+            frame_progress_timeout: timeouts.frame_progress,
             state: State::Pending {
-                deadline: now + preflight_timeout,
+                deadline: now + timeouts.preflight,
             },
             decoder: None,
             stream_finished: false,
@@ -229,6 +253,8 @@ impl ConnProto {
             validated: false,
             fin_at: None,
             reported: false,
+            last_progress: now,
+            budget_wait: None,
         }
     }
 
@@ -282,8 +308,26 @@ impl ConnProto {
 
     /// Time passed: a pending connection whose deadline is reached closes
     /// with [`CoreError::PreflightTimeout`]; a drain whose deadline is
-    /// reached ends as if the peer had finished.
+    /// reached ends as if the peer had finished; a partial frame past its
+    /// progress deadline closes the connection with
+    /// [`CoreError::FrameStalled`] (or [`CoreError::FrameBudgetExhausted`]
+    /// while the driver waits for the budget).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.frame_deadline().is_some_and(|d| now >= d) {
+            let secs = self.frame_progress_timeout.as_secs();
+            let (error, by) = match self.budget_wait {
+                Some((budget, _)) => (
+                    CoreError::FrameBudgetExhausted {
+                        budget,
+                        secs: secs * BUDGET_WAIT_FACTOR,
+                    },
+                    Initiator::Local,
+                ),
+                None => (CoreError::FrameStalled { secs }, Initiator::Remote),
+            };
+            self.close(error, by);
+            return;
+        }
         match self.state {
             State::Pending { deadline } if now >= deadline => {
                 let secs = self.preflight_timeout_secs;
@@ -296,9 +340,13 @@ impl ConnProto {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
+        let state = match self.state {
             State::Pending { deadline } | State::Draining { deadline, .. } => Some(deadline),
             _ => None,
+        };
+        match (state, self.frame_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

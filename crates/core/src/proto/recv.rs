@@ -9,7 +9,7 @@ use kitsune2_api::{K2Proto, K2WireType, Url};
 use kitsune2_iroh_codec::{CodecError, Frame, FrameOrder, StreamDecoder};
 use tracing::debug;
 
-use super::{ConnProto, Event, State};
+use super::{BUDGET_WAIT_FACTOR, ConnProto, Event, State};
 use crate::close::CloseCode;
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::{PeerAddr, format_peer_url, id_to_hex};
@@ -36,10 +36,63 @@ impl ConnProto {
         self.decoder.is_some()
     }
 
-    /// Bytes of the peer's current stream.
-    pub(crate) fn handle_chunk(&mut self, chunk: Bytes) {
+    /// Bytes of the peer's current stream, arrived at `now`.
+    pub(crate) fn handle_chunk(&mut self, chunk: Bytes, now: Instant) {
         if let Some(decoder) = self.decoder.as_mut() {
             decoder.feed(chunk);
+            self.last_progress = now;
+        }
+    }
+
+    /// Bytes of the peer's stream held until their frame is complete (all
+    /// buffered bytes: call after [`poll_event`](Self::poll_event)
+    /// returned `None`, when only a partial frame is left).
+    pub(crate) fn partial_frame_bytes(&self) -> usize {
+        self.decoder.as_ref().map_or(0, StreamDecoder::buffered_len)
+    }
+
+    /// At `now` the driver stops reading the peer's stream because the
+    /// partial-frame budget of `budget` bytes has no room (`Some`), or
+    /// reads it (`None`).
+    ///
+    /// While it waits, the peer is not to blame for the frame's lack of
+    /// progress: the frame's deadline is then `BUDGET_WAIT_FACTOR`
+    /// progress timeouts from the start of the wait, and passing it names
+    /// the budget; once reading again, the peer's progress clock restarts.
+    pub(crate) fn set_budget_wait(&mut self, budget: Option<usize>, now: Instant) {
+        match (budget, self.budget_wait) {
+            (Some(_), Some(_)) => {}
+            (Some(budget), None) => self.budget_wait = Some((budget, now)),
+            (None, Some(_)) => {
+                self.budget_wait = None;
+                self.last_progress = now;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// When a partial frame of the peer must have received its next byte:
+    /// only while one is partly received and frames are being decoded.
+    pub(super) fn frame_deadline(&self) -> Option<Instant> {
+        let mid_frame = self.decoder.as_ref().is_some_and(StreamDecoder::is_mid_frame);
+        if !(self.may_decode() && mid_frame) {
+            return None;
+        }
+        Some(match self.budget_wait {
+            Some((_, since)) => {
+                since + self.frame_progress_timeout * BUDGET_WAIT_FACTOR as u32
+            }
+            None => self.last_progress + self.frame_progress_timeout,
+        })
+    }
+
+    /// Whether the peer's frames are decoded now: not while kitsune2
+    /// judges a preflight that came in, not once ended.
+    fn may_decode(&self) -> bool {
+        match self.state {
+            State::Pending { .. } | State::Active => true,
+            State::Draining { .. } => self.remote_url.is_none() || self.validated,
+            _ => false,
         }
     }
 
@@ -91,13 +144,7 @@ impl ConnProto {
             if let Some(event) = self.events.pop_front() {
                 return Some(event);
             }
-            let may_decode = match self.state {
-                State::Pending { .. } | State::Active => true,
-                // Not while kitsune2 judges a preflight that came in.
-                State::Draining { .. } => self.remote_url.is_none() || self.validated,
-                _ => false,
-            };
-            if !may_decode {
+            if !self.may_decode() {
                 return None;
             }
             let decoder = self.decoder.as_mut()?;

@@ -77,12 +77,15 @@ impl ConnProto {
                 EndReport::Lost {
                     url,
                     // Not for our own missing agents, a peer we closed for a
-                    // protocol violation, or our handler's failure: the peer
-                    // is not unresponsive.
+                    // protocol violation, our handler's failure, or our own
+                    // full budget: the peer is not unresponsive.
                     unresponsive: !matches!(
                         error,
                         Some(
-                            CoreError::NoLocalAgents | CoreError::Codec(_) | CoreError::Handler(_)
+                            CoreError::NoLocalAgents
+                                | CoreError::Codec(_)
+                                | CoreError::Handler(_)
+                                | CoreError::FrameBudgetExhausted { .. }
                         )
                     ),
                     error: error.map_or_else(|| "connection lost".to_owned(), |e| e.to_string()),

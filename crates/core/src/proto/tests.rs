@@ -13,7 +13,12 @@ use kitsune2_api::{K2Proto, K2WireType};
 
 pub(super) const PEER: EndpointId = [7; 32];
 const TIMEOUT: Duration = Duration::from_secs(10);
-const DRAIN: Duration = Duration::from_secs(1);
+const PROGRESS: Duration = Duration::from_secs(30);
+pub(super) const TIMEOUTS: Timeouts = Timeouts {
+    preflight: TIMEOUT,
+    drain: Duration::from_secs(1),
+    frame_progress: PROGRESS,
+};
 
 /// A start instant, from tokio's clock as the core's rule wants.
 pub(super) fn t0() -> Instant {
@@ -52,7 +57,7 @@ pub(super) fn data(bytes: &'static [u8]) -> Bytes {
 }
 
 fn proto(role: Role, t0: Instant) -> ConnProto {
-    let mut p = ConnProto::new(role, PEER, Limits::default(), t0, TIMEOUT, DRAIN);
+    let mut p = ConnProto::new(role, PEER, Limits::default(), t0, TIMEOUTS);
     p.queue_preflight(&url_of(&[1; 32]), Bytes::from_static(b"ours"));
     p
 }
@@ -62,7 +67,7 @@ pub(super) fn active(t0: Instant) -> ConnProto {
     let mut p = proto(Role::Dialer, t0);
     assert!(p.poll_transmit().is_some());
     p.handle_stream();
-    p.handle_chunk(preflight(&PEER));
+    p.handle_chunk(preflight(&PEER), t0);
     assert!(matches!(p.poll_event(), Some(Event::Preflight { .. })));
     assert!(p.activate());
     p
@@ -81,7 +86,7 @@ fn preflight_then_data_after_activation() {
     p.handle_stream();
     let mut bytes = preflight(&PEER).to_vec();
     bytes.extend_from_slice(&data(b"early"));
-    p.handle_chunk(Bytes::from(bytes));
+    p.handle_chunk(Bytes::from(bytes), t0());
     match p.poll_event() {
         Some(Event::Preflight { url, data }) => {
             assert_eq!(url, url_of(&PEER));
@@ -108,7 +113,7 @@ fn preflight_then_data_after_activation() {
 fn data_before_the_preflight_ends_the_connection() {
     let mut p = proto(Role::Acceptor, t0());
     p.handle_stream();
-    p.handle_chunk(data(b"sneaky"));
+    p.handle_chunk(data(b"sneaky"), t0());
     assert!(p.poll_event().is_none());
     let (e, by) = closed_error(&p);
     assert!(
@@ -120,10 +125,27 @@ fn data_before_the_preflight_ends_the_connection() {
 }
 
 #[test]
+fn reading_again_after_a_budget_wait_restarts_the_peers_clock() {
+    let t0 = t0();
+    let mut p = active(t0);
+    p.handle_chunk(partial_data_frame(1000, 100), t0);
+    assert!(p.poll_event().is_none());
+    p.set_budget_wait(Some(4096), t0);
+    let resumed = t0 + PROGRESS + Duration::from_secs(5);
+    p.set_budget_wait(None, resumed);
+    assert_eq!(p.poll_timeout(), Some(resumed + PROGRESS));
+    p.handle_timeout(resumed + PROGRESS);
+    assert!(matches!(
+        closed_error(&p),
+        (CoreError::FrameStalled { .. }, Initiator::Remote)
+    ));
+}
+
+#[test]
 fn a_preflight_naming_another_endpoint_is_refused() {
     let mut p = proto(Role::Acceptor, t0());
     p.handle_stream();
-    p.handle_chunk(preflight(&[8; 32]));
+    p.handle_chunk(preflight(&[8; 32]), t0());
     assert!(p.poll_event().is_none());
     assert!(matches!(
         closed_error(&p).0,
@@ -136,7 +158,7 @@ fn a_preflight_naming_another_endpoint_is_refused() {
 fn a_preflight_url_that_is_not_a_peer_url_is_refused() {
     let mut p = proto(Role::Acceptor, t0());
     p.handle_stream();
-    p.handle_chunk(wire(Frame::preflight("not a url", Bytes::new())));
+    p.handle_chunk(wire(Frame::preflight("not a url", Bytes::new())), t0());
     assert!(p.poll_event().is_none());
     assert!(matches!(
         closed_error(&p).0,
@@ -178,8 +200,8 @@ fn after_activation_a_bad_frame_ends_the_connection() {
     ];
     for bytes in bad {
         let mut p = active(t0());
-        p.handle_chunk(data(b"before"));
-        p.handle_chunk(bytes);
+        p.handle_chunk(data(b"before"), t0());
+        p.handle_chunk(bytes, t0());
         assert!(
             matches!(p.poll_event(), Some(Event::Data(_))),
             "frames before it"
@@ -213,7 +235,7 @@ fn a_stream_ending_mid_frame_fails_after_its_whole_frames() {
     let mut bytes = data(b"whole").to_vec();
     let partial = data(b"partial");
     bytes.extend_from_slice(&partial[..partial.len() - 2]);
-    p.handle_chunk(Bytes::from(bytes));
+    p.handle_chunk(Bytes::from(bytes), t0());
     p.handle_stream_end(t0());
     assert!(matches!(p.poll_event(), Some(Event::Data(d)) if &d[..] == b"whole"));
     assert!(p.poll_event().is_none());
@@ -229,7 +251,7 @@ fn a_stream_ending_mid_frame_fails_after_its_whole_frames() {
 #[test]
 fn a_clean_stream_end_after_activation_starts_a_drain() {
     let mut p = active(t0());
-    p.handle_chunk(data(b"last"));
+    p.handle_chunk(data(b"last"), t0());
     p.handle_stream_end(t0());
     assert!(
         matches!(p.poll_event(), Some(Event::Data(_))),
@@ -248,7 +270,7 @@ fn stream_errors_before_the_preflight_end_the_connection() {
     let mut p = proto(Role::Acceptor, t0());
     p.handle_stream();
     let pf = preflight(&PEER);
-    p.handle_chunk(pf.slice(..pf.len() / 2));
+    p.handle_chunk(pf.slice(..pf.len() / 2), t0());
     p.handle_stream_end(t0());
     assert!(p.poll_event().is_none());
     assert!(matches!(
@@ -329,7 +351,7 @@ fn the_first_error_sticks() {
     assert!(!p.activate());
     assert!(closed_error(&p).0.to_string().contains("first"));
     p.handle_stream();
-    p.handle_chunk(data(b"late"));
+    p.handle_chunk(data(b"late"), t0());
     assert!(p.poll_event().is_none(), "nothing after the end");
     assert!(!p.has_stream());
 }
@@ -432,7 +454,7 @@ fn a_preflight_must_be_a_kitsune2_preflight() {
     for (data, found) in cases {
         let mut p = proto(Role::Acceptor, t0());
         p.handle_stream();
-        p.handle_chunk(wire(Frame::preflight(url_of(&PEER).as_str(), data)));
+        p.handle_chunk(wire(Frame::preflight(url_of(&PEER).as_str(), data)), t0());
         assert!(p.poll_event().is_none(), "{found}: nothing handed on");
         match closed_error(&p) {
             (CoreError::NotAPreflight { found: f }, Initiator::Remote) => {
@@ -452,10 +474,100 @@ fn the_peer_url_is_normalized_to_a_lower_case_id() {
     p.handle_chunk(wire(Frame::preflight(
         upper,
         k2(K2WireType::Preflight, b"pf"),
-    )));
+    )), t0());
     match p.poll_event() {
         Some(Event::Preflight { url, .. }) => assert_eq!(url, url_of(&PEER)),
         other => panic!("{other:?}"),
     }
     assert_eq!(p.remote_url(), Some(&url_of(&PEER)));
+}
+
+/// The first `n` bytes of a data frame whose payload is `len` bytes.
+fn partial_data_frame(len: usize, n: usize) -> Bytes {
+    let frame = wire(Frame::data(Bytes::from(vec![7u8; len])));
+    frame.slice(..n)
+}
+
+#[test]
+fn a_stalled_partial_frame_closes_the_connection_at_the_progress_deadline() {
+    let t0 = t0();
+    let mut p = active(t0);
+    assert_eq!(p.poll_timeout(), None, "an idle connection has no deadline");
+    p.handle_chunk(partial_data_frame(1000, 100), t0);
+    assert!(p.poll_event().is_none());
+    assert_eq!(p.partial_frame_bytes(), 95, "the payload bytes held");
+    assert_eq!(p.poll_timeout(), Some(t0 + PROGRESS));
+    // More bytes push the deadline on.
+    let t1 = t0 + Duration::from_secs(20);
+    p.handle_chunk(Bytes::from(vec![7u8; 100]), t1);
+    assert_eq!(p.poll_timeout(), Some(t1 + PROGRESS));
+    p.handle_timeout(t0 + PROGRESS);
+    assert!(p.closed().is_none(), "the old deadline no longer counts");
+    p.handle_timeout(t1 + PROGRESS);
+    assert!(matches!(
+        closed_error(&p),
+        (CoreError::FrameStalled { secs: 30 }, Initiator::Remote)
+    ));
+}
+
+#[test]
+fn a_completed_frame_clears_the_progress_deadline() {
+    let t0 = t0();
+    let mut p = active(t0);
+    let frame = wire(Frame::data(Bytes::from(vec![7u8; 1000])));
+    p.handle_chunk(frame.slice(..500), t0);
+    assert!(p.poll_event().is_none());
+    p.handle_chunk(frame.slice(500..), t0);
+    assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+    assert!(p.poll_event().is_none());
+    assert_eq!(p.partial_frame_bytes(), 0);
+    assert_eq!(p.poll_timeout(), None);
+    p.handle_timeout(t0 + PROGRESS * 2);
+    assert!(p.closed().is_none());
+}
+
+#[test]
+fn a_frame_held_up_by_the_budget_names_the_budget() {
+    let t0 = t0();
+    let mut p = active(t0);
+    p.handle_chunk(partial_data_frame(1000, 100), t0);
+    assert!(p.poll_event().is_none());
+    let t1 = t0 + Duration::from_secs(10);
+    p.set_budget_wait(Some(4096), t1);
+    p.set_budget_wait(Some(4096), t1 + PROGRESS);
+    // Not the peer's stall: the wait may last two timeouts from its start.
+    p.handle_timeout(t0 + PROGRESS);
+    assert!(p.closed().is_none(), "no stall deadline while we wait");
+    assert_eq!(p.poll_timeout(), Some(t1 + PROGRESS * 2));
+    p.handle_timeout(t1 + PROGRESS * 2);
+    let (error, by) = closed_error(&p);
+    assert!(
+        matches!(
+            error,
+            CoreError::FrameBudgetExhausted {
+                budget: 4096,
+                secs: 60
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(by, Initiator::Local, "our limit, not the peer's fault");
+    assert_eq!(p.close_frame().unwrap().0, CloseCode::Unspecified);
+}
+
+#[test]
+fn a_partial_preflight_has_both_deadlines_and_the_earlier_wins() {
+    let t0 = t0();
+    let mut p = proto(Role::Acceptor, t0);
+    p.handle_stream();
+    let pf = preflight(&PEER);
+    p.handle_chunk(pf.slice(..pf.len() / 2), t0);
+    assert!(p.poll_event().is_none());
+    // The preflight deadline (10 s) comes before the progress one (30 s).
+    assert_eq!(p.poll_timeout(), Some(t0 + TIMEOUT));
+    p.handle_timeout(t0 + TIMEOUT);
+    assert!(matches!(
+        closed_error(&p),
+        (CoreError::PreflightTimeout { .. }, _)
+    ));
 }
