@@ -23,7 +23,11 @@ use crate::error::{IrohTransportError, Result};
 use crate::iroh_types::RelayUrl;
 use crate::url::{is_loopback_relay, peer_url_len};
 use kitsune2_iroh_codec::{FRAME_HEADER_LEN, PREFLIGHT_URL_LEN_LEN};
-use kitsune2_iroh_core::DEFAULT_CONNECT_TIMEOUT;
+use kitsune2_iroh_core::{
+    CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_WRITE_TIMEOUT,
+};
+use std::time::Duration;
 
 /// Default `maxFrameBytes`: 100 MiB, header included (the codec's default,
 /// through the core).
@@ -49,6 +53,11 @@ pub const DEFAULT_RELAY_KEEPALIVE_INTERVAL_S: u32 = 120;
 pub const DEFAULT_RELAY_PEER_URL_ALLOWANCE: usize = 256;
 
 /// Configuration of the iroh transport.
+///
+/// The keys after `relayKeepaliveIntervalS` are ours alone (limits the
+/// incumbent does not have). They are written out only when they differ
+/// from their defaults, so a default config serializes exactly as the
+/// incumbent's, and the incumbent reads a config with them (ignoring them).
 ///
 /// The same type serves as global config and as per-space override; in an
 /// override only the relay fields (`relayUrl`, `relayAllowPlainText`,
@@ -93,10 +102,108 @@ pub struct IrohTransportConfig {
     /// Default: [`DEFAULT_RELAY_KEEPALIVE_INTERVAL_S`] (120 s).
     #[serde(default = "default_relay_keepalive_interval_s")]
     pub relay_keepalive_interval_s: u32,
+
+    /// Seconds a send may wait with the peer taking none of our bytes
+    /// before it fails, the connection is closed and the peer is marked
+    /// unresponsive. Not in the incumbent, whose sends wait without bound.
+    ///
+    /// Default: 20 s ([`DEFAULT_WRITE_TIMEOUT`]).
+    #[serde(
+        default = "default_write_timeout_s",
+        skip_serializing_if = "is_default_write_timeout_s"
+    )]
+    pub write_timeout_s: u32,
+
+    /// Incoming connections that may wait for their preflight at once;
+    /// more are refused. Not in the incumbent.
+    ///
+    /// Default: [`DEFAULT_MAX_PENDING_CONNECTIONS`] (128).
+    #[serde(
+        default = "default_max_pending_connections",
+        skip_serializing_if = "is_default_max_pending_connections"
+    )]
+    pub max_pending_connections: usize,
+
+    /// Live connections above which incoming ones are refused (our own
+    /// dials are not limited). Not in the incumbent.
+    ///
+    /// Default: [`DEFAULT_MAX_CONNECTIONS`] (4096).
+    #[serde(
+        default = "default_max_connections",
+        skip_serializing_if = "is_default_max_connections"
+    )]
+    pub max_connections: usize,
+
+    /// Bytes that partially received frames may hold across all
+    /// connections (beyond 64 KiB free per connection); must be at least
+    /// `maxFrameBytes`. Not in the incumbent, where it is unbounded.
+    ///
+    /// Default: [`DEFAULT_PARTIAL_FRAME_BUDGET`] (256 MiB).
+    #[serde(
+        default = "default_partial_frame_budget_bytes",
+        skip_serializing_if = "is_default_partial_frame_budget_bytes"
+    )]
+    pub partial_frame_budget_bytes: usize,
+
+    /// Seconds a partially received frame may go without a byte from the
+    /// peer before the connection is closed (twice that while it waits for
+    /// room in the partial-frame budget). Not in the incumbent.
+    ///
+    /// Default: 30 s ([`DEFAULT_FRAME_PROGRESS_TIMEOUT`]).
+    #[serde(
+        default = "default_frame_progress_timeout_s",
+        skip_serializing_if = "is_default_frame_progress_timeout_s"
+    )]
+    pub frame_progress_timeout_s: u32,
 }
 
 fn default_relay_keepalive_interval_s() -> u32 {
     DEFAULT_RELAY_KEEPALIVE_INTERVAL_S
+}
+
+fn is_default_write_timeout_s(v: &u32) -> bool {
+    *v == default_write_timeout_s()
+}
+
+fn default_write_timeout_s() -> u32 {
+    whole_secs(DEFAULT_WRITE_TIMEOUT)
+}
+
+fn is_default_max_pending_connections(v: &usize) -> bool {
+    *v == default_max_pending_connections()
+}
+
+fn default_max_pending_connections() -> usize {
+    DEFAULT_MAX_PENDING_CONNECTIONS
+}
+
+fn is_default_max_connections(v: &usize) -> bool {
+    *v == default_max_connections()
+}
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+fn is_default_partial_frame_budget_bytes(v: &usize) -> bool {
+    *v == default_partial_frame_budget_bytes()
+}
+
+fn default_partial_frame_budget_bytes() -> usize {
+    DEFAULT_PARTIAL_FRAME_BUDGET
+}
+
+fn is_default_frame_progress_timeout_s(v: &u32) -> bool {
+    *v == default_frame_progress_timeout_s()
+}
+
+fn default_frame_progress_timeout_s() -> u32 {
+    whole_secs(DEFAULT_FRAME_PROGRESS_TIMEOUT)
+}
+
+/// A core default in whole seconds (all of them are, and fit a `u32`).
+fn whole_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 impl Default for IrohTransportConfig {
@@ -108,6 +215,11 @@ impl Default for IrohTransportConfig {
             connect_timeout_s: DEFAULT_CONNECT_TIMEOUT_S,
             auth_material_relay_base64: None,
             relay_keepalive_interval_s: DEFAULT_RELAY_KEEPALIVE_INTERVAL_S,
+            write_timeout_s: default_write_timeout_s(),
+            max_pending_connections: DEFAULT_MAX_PENDING_CONNECTIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            partial_frame_budget_bytes: DEFAULT_PARTIAL_FRAME_BUDGET,
+            frame_progress_timeout_s: default_frame_progress_timeout_s(),
         }
     }
 }
@@ -198,9 +310,35 @@ impl IrohTransportConfig {
     ///   [`IrohTransportError::RelayUrlWithoutPort`]
     /// - [`IrohTransportError::PlainTextRelayDisallowed`]
     /// - [`IrohTransportError::MaxFrameBytesTooSmall`]
+    /// - [`IrohTransportError::OutOfRange`]
     pub fn validate_with(&self, plain_text: PlainTextPolicy) -> Result<()> {
         if self.relay_keepalive_interval_s == 0 {
             return Err(IrohTransportError::ZeroKeepaliveInterval);
+        }
+        let out_of_range = |key, why: &str| {
+            Err(IrohTransportError::OutOfRange {
+                key,
+                why: why.to_owned(),
+            })
+        };
+        for (key, value) in [
+            ("writeTimeoutS", self.write_timeout_s as usize),
+            (
+                "frameProgressTimeoutS",
+                self.frame_progress_timeout_s as usize,
+            ),
+            ("maxPendingConnections", self.max_pending_connections),
+            ("maxConnections", self.max_connections),
+        ] {
+            if value == 0 {
+                return out_of_range(key, "must be greater than zero");
+            }
+        }
+        if self.partial_frame_budget_bytes < self.max_frame_bytes {
+            return out_of_range(
+                "partialFrameBudgetBytes",
+                "must be at least maxFrameBytes, or the largest frame could never arrive",
+            );
         }
         let url_len = match &self.relay_url {
             Some(relay_url) => {
@@ -218,6 +356,24 @@ impl IrohTransportConfig {
             });
         }
         Ok(())
+    }
+}
+
+impl IrohTransportConfig {
+    /// The core's settings this config gives (the relay fields are the
+    /// adapter's own).
+    pub fn core_config(&self) -> CoreConfig {
+        let secs = |s: u32| Duration::from_secs(u64::from(s));
+        CoreConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            connect_timeout: secs(self.connect_timeout_s),
+            write_timeout: secs(self.write_timeout_s),
+            max_pending_connections: self.max_pending_connections,
+            max_connections: self.max_connections,
+            partial_frame_budget: self.partial_frame_budget_bytes,
+            frame_progress_timeout: secs(self.frame_progress_timeout_s),
+            ..CoreConfig::default()
+        }
     }
 }
 

@@ -66,6 +66,14 @@ pub enum IrohTransportError {
         /// The smallest limit that carries a preflight with an empty body.
         min: usize,
     },
+    /// A config key's value is out of its range.
+    #[error("{key} {why}")]
+    OutOfRange {
+        /// The config key (camelCase, as in JSON).
+        key: &'static str,
+        /// What the range is.
+        why: String,
+    },
     /// A peer URL whose last path segment is missing or empty.
     #[error("peer URL {url:?} has no endpoint id as its last path segment")]
     PeerUrlWithoutEndpointId {

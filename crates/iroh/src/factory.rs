@@ -12,7 +12,7 @@ use kitsune2_api::{
     BoxFut, Builder, Config, DefaultTransport, DynTransport, DynTransportFactory, DynTxHandler,
     K2Result, TransportFactory, TxImpHnd,
 };
-use kitsune2_iroh_core::{CoreConfig, CoreTransport, SystemClock};
+use kitsune2_iroh_core::{CoreTransport, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,11 +148,11 @@ pub async fn create_transport(
         endpoint.own_task(auth.spawn_keepalive(keepalive_interval));
     }
     let hnd = TxImpHnd::new(handler);
-    let core_config = CoreConfig {
-        max_frame_bytes: config.max_frame_bytes,
-        connect_timeout: Duration::from_secs(u64::from(config.connect_timeout_s)),
-        ..CoreConfig::default()
-    };
-    let imp = CoreTransport::create(endpoint, hnd.clone(), core_config, Arc::new(SystemClock))?;
+    let imp = CoreTransport::create(
+        endpoint,
+        hnd.clone(),
+        config.core_config(),
+        Arc::new(SystemClock),
+    )?;
     Ok(DefaultTransport::create(&hnd, imp))
 }

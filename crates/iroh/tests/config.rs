@@ -27,6 +27,7 @@ fn ours_full() -> IrohTransportModConfig {
             connect_timeout_s: 7,
             auth_material_relay_base64: Some("c2VjcmV0".into()),
             relay_keepalive_interval_s: 33,
+            ..IrohTransportConfig::default()
         },
     }
 }
@@ -89,6 +90,72 @@ fn optional_fields_default_like_incumbent() {
         serde_json::to_value(ours).unwrap(),
         serde_json::to_value(theirs).unwrap()
     );
+}
+
+/// Our limits beyond the incumbent's keys: written only when not at their
+/// defaults, read back, ignored by the incumbent, and passed to the core.
+#[test]
+fn our_own_limits_round_trip_and_the_incumbent_ignores_them() {
+    let mut ours = ours_full();
+    let c = &mut ours.iroh_transport;
+    c.write_timeout_s = 3;
+    c.max_pending_connections = 7;
+    c.max_connections = 70;
+    c.partial_frame_budget_bytes = 1 << 20;
+    c.frame_progress_timeout_s = 9;
+    let json = serde_json::to_value(&ours).unwrap();
+    let inner = &json["irohTransport"];
+    assert_eq!(inner["writeTimeoutS"], 3);
+    assert_eq!(inner["maxPendingConnections"], 7);
+    assert_eq!(inner["maxConnections"], 70);
+    assert_eq!(inner["partialFrameBudgetBytes"], 1 << 20);
+    assert_eq!(inner["frameProgressTimeoutS"], 9);
+    let back: IrohTransportModConfig = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, ours);
+    let theirs: incumbent::IrohTransportModConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        serde_json::to_value(theirs).unwrap(),
+        serde_json::to_value(incumbent_full()).unwrap()
+    );
+    let core = ours.iroh_transport.core_config();
+    assert_eq!(core.write_timeout.as_secs(), 3);
+    assert_eq!(core.max_pending_connections, 7);
+    assert_eq!(core.max_connections, 70);
+    assert_eq!(core.partial_frame_budget, 1 << 20);
+    assert_eq!(core.frame_progress_timeout.as_secs(), 9);
+    assert_eq!(core.max_frame_bytes, 12_345);
+    assert_eq!(core.connect_timeout.as_secs(), 7);
+}
+
+#[test]
+fn our_own_limits_are_checked() {
+    let zero = |f: fn(&mut IrohTransportConfig)| {
+        let mut c = IrohTransportConfig::default();
+        f(&mut c);
+        c.validate().unwrap_err()
+    };
+    for (err, key) in [
+        (zero(|c| c.write_timeout_s = 0), "writeTimeoutS"),
+        (
+            zero(|c| c.frame_progress_timeout_s = 0),
+            "frameProgressTimeoutS",
+        ),
+        (
+            zero(|c| c.max_pending_connections = 0),
+            "maxPendingConnections",
+        ),
+        (zero(|c| c.max_connections = 0), "maxConnections"),
+        (
+            zero(|c| c.partial_frame_budget_bytes = c.max_frame_bytes - 1),
+            "partialFrameBudgetBytes",
+        ),
+    ] {
+        assert!(
+            matches!(err, IrohTransportError::OutOfRange { key: k, .. } if k == key),
+            "{key}: {err:?}"
+        );
+        assert!(err.to_string().starts_with(key), "{err}");
+    }
 }
 
 #[test]

@@ -8,13 +8,28 @@ use kitsune2_iroh::{IrohTransportConfig, IrohTransportModConfig};
 use serde_json::{Map, Value, json};
 
 /// Every key under `irohTransport`, in declaration order.
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 11] = [
     "relayUrl",
     "relayAllowPlainText",
     "maxFrameBytes",
     "connectTimeoutS",
     "authMaterialRelayBase64",
     "relayKeepaliveIntervalS",
+    "writeTimeoutS",
+    "maxPendingConnections",
+    "maxConnections",
+    "partialFrameBudgetBytes",
+    "frameProgressTimeoutS",
+];
+
+/// The keys the incumbent does not have: limits of ours, after its keys.
+const OURS_ONLY: [&str; 6] = [
+    "authMaterialRelayBase64",
+    "writeTimeoutS",
+    "maxPendingConnections",
+    "maxConnections",
+    "partialFrameBudgetBytes",
+    "frameProgressTimeoutS",
 ];
 
 /// The schema of `irohTransport`'s value, its `$ref` followed.
@@ -81,8 +96,8 @@ fn schema_defaults_are_the_config_defaults() {
 }
 
 /// Same keys, order and types as the incumbent's schema; ours adds
-/// `authMaterialRelayBase64` and states the real defaults where the
-/// incumbent's states 0.
+/// `authMaterialRelayBase64` and its own limits ([`OURS_ONLY`]) and states
+/// the real defaults where the incumbent's states 0.
 #[test]
 fn schema_has_the_incumbents_shape() {
     let (ours, theirs) = (ours(), theirs());
@@ -92,7 +107,7 @@ fn schema_has_the_incumbents_shape() {
     let ours_keys: Vec<&str> = ours_props
         .keys()
         .map(String::as_str)
-        .filter(|k| *k != "authMaterialRelayBase64")
+        .filter(|k| !OURS_ONLY.contains(k))
         .collect();
     let theirs_keys: Vec<&str> = theirs_props.keys().map(String::as_str).collect();
     assert_eq!(ours_keys, theirs_keys);
