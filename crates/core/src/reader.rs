@@ -191,7 +191,7 @@ async fn on_preflight(
         return Ok(());
     }
     if conn.dialed_by_us {
-        activate(shared, conn)?;
+        activate(shared, conn).await?;
         return Ok(());
     }
     let own_url = shared.own_url_for(&PeerAddr::parse(&url)?)?;
@@ -201,7 +201,7 @@ async fn on_preflight(
         .await
         .map_err(CoreError::from_handler)?;
     conn.with(|p| p.queue_preflight(&own_url, ours));
-    if activate(shared, conn)? {
+    if activate(shared, conn).await? {
         conn.write(None).await?;
         info!(%url, "connection active (accepted)");
     }
@@ -212,9 +212,24 @@ async fn on_preflight(
 /// A connection that lost is drained too: the peer may have written on it
 /// already, and those frames are delivered until its stream ends.
 ///
+/// A connection the peer dialed while our own dial to it is active is
+/// contested (see [`Activation::Contested`]): when the backend finds that
+/// dial gone (the peer restarted under the same key), the new connection
+/// replaces it at once; else resolution stands.
+///
 /// Returns whether `conn` is now active.
-fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<bool, CoreError> {
-    let outcome = shared.registry().activate(conn, &shared.local_id);
+async fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<bool, CoreError> {
+    let mut outcome = shared.registry().activate(conn, &shared.local_id);
+    if let Activation::Contested { rival } = outcome {
+        outcome = if rival.connection.probe_gone().await {
+            warn!("the peer dialed anew and its old connection is silent: replacing it");
+            shared.registry().retire(&rival);
+            rival.close(CoreError::Superseded, Initiator::Local);
+            shared.registry().activate(conn, &shared.local_id)
+        } else {
+            Activation::Lost
+        };
+    }
     match outcome {
         Activation::Won { superseded } => {
             for loser in superseded {
@@ -223,7 +238,7 @@ fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<bool, CoreError> {
             shared.activated.notify_waiters();
             Ok(true)
         }
-        Activation::Lost => {
+        Activation::Lost | Activation::Contested { .. } => {
             conn.with(|p| p.accept_preflight());
             if conn.start_drain(CoreError::Superseded) || conn.with(|p| p.is_draining()) {
                 return Ok(false);

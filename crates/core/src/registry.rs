@@ -46,6 +46,19 @@ pub(crate) enum Activation {
     },
     /// The connection lost, or had ended or started draining already.
     Lost,
+    /// The connection, which the peer dialed, loses only to `rival`, our
+    /// own dial and the peer's active connection: the peer dialing anew
+    /// while that is active means it restarted (its old connection is
+    /// dead) or dialed at the same time as we did. The caller asks the
+    /// backend whether `rival` is gone ([`Connection::probe_gone`]); if
+    /// so it [`retire`](Registry::retire)s and closes `rival` and
+    /// resolves again, else the connection lost.
+    ///
+    /// [`Connection::probe_gone`]: crate::traits::Connection::probe_gone
+    Contested {
+        /// The peer's active connection, dialed by us.
+        rival: Arc<Conn>,
+    },
 }
 
 /// Outcome of [`Registry::register_dial`].
@@ -164,7 +177,20 @@ impl Registry {
             .filter(|c| !Arc::ptr_eq(c, conn))
             .collect();
         let is_dialing = slot.dialing.as_ref().is_some_and(|d| Arc::ptr_eq(d, conn));
-        if rivals.iter().any(|r| preferred(r, conn, local_id)) || !conn.with(|p| p.activate()) {
+        let winners: Vec<&Arc<Conn>> = rivals
+            .iter()
+            .filter(|r| preferred(r, conn, local_id))
+            .collect();
+        if let [rival] = winners[..]
+            && !conn.dialed_by_us
+            && rival.dialed_by_us
+            && slot.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, rival))
+        {
+            return Activation::Contested {
+                rival: rival.clone(),
+            };
+        }
+        if !winners.is_empty() || !conn.with(|p| p.activate()) {
             if is_dialing {
                 slot.dialing = None;
             }

@@ -118,6 +118,20 @@ pub trait Connection: Send + Sync + Debug + 'static {
 
     /// True while traffic goes over a direct path rather than a relay.
     fn is_direct(&self) -> bool;
+
+    /// Resolves to `true` once the backend takes the peer on this
+    /// connection as gone: nothing arrived from it for the backend's
+    /// silence threshold (the iroh adapter: 3 s, with a keep-alive the
+    /// peer answers every second), or the connection ended; to `false` as
+    /// soon as something arrives. The core asks only when the same peer
+    /// dials anew while this connection, which resolution would keep, is
+    /// its active one: a peer that restarted under the same key (see
+    /// `docs/architecture.md`, "Dead peers and come-back").
+    ///
+    /// The default answers `false` at once: the peer is taken as alive.
+    fn probe_gone(&self) -> BoxFut<'_, bool> {
+        Box::pin(async { false })
+    }
 }
 
 /// The sending half of a unidirectional stream.

@@ -8,6 +8,7 @@
 //! | `SendStream`   | `iroh::endpoint::SendStream` (`write_many_chunks`, `finish`, `stopped`) |
 //! | `RecvStream`   | `iroh::endpoint::RecvStream` (`read_chunk`)                             |
 
+use crate::endpoint::COME_BACK_SILENCE;
 use crate::error::{IrohTransportError, core_err};
 use crate::iroh_types::{ConnectionError, QuicConnection, QuicRecvStream, QuicSendStream, VarInt};
 use bytes::Bytes;
@@ -16,6 +17,10 @@ use kitsune2_iroh_core::{
     CloseCode, Connection, CoreError, DynRecvStream, DynSendStream, RecvStream, SendStream,
 };
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How often [`IrohConnection`]'s `probe_gone` looks at QUIC's counters.
+const PROBE_POLL: Duration = Duration::from_millis(50);
 
 /// Largest chunk asked of iroh per read; chunks are views into QUIC's
 /// receive buffer, so this bounds nothing the peer controls.
@@ -110,6 +115,32 @@ impl Connection for IrohConnection {
             .paths()
             .iter()
             .any(|p| p.is_selected() && p.is_ip())
+    }
+
+    /// Watches the datagrams QUIC counts from the peer: gone when none
+    /// arrives within [`COME_BACK_SILENCE`] (3 s; a live peer answers the
+    /// keep-alive sent after 1 s of silence, see [`KEEP_ALIVE_INTERVAL`])
+    /// or the connection ends; alive at the first one.
+    ///
+    /// [`KEEP_ALIVE_INTERVAL`]: crate::endpoint::KEEP_ALIVE_INTERVAL
+    fn probe_gone(&self) -> BoxFut<'_, bool> {
+        Box::pin(async move {
+            let heard = || self.inner.stats().udp_rx.datagrams;
+            let start = heard();
+            let deadline = tokio::time::Instant::now() + COME_BACK_SILENCE;
+            loop {
+                if self.inner.close_reason().is_some() {
+                    return true;
+                }
+                if heard() != start {
+                    return false;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return true;
+                }
+                tokio::time::sleep(PROBE_POLL).await;
+            }
+        })
     }
 }
 

@@ -1,8 +1,10 @@
 //! The iroh endpoint as the kitsune2 wire protocol needs it.
 //!
 //! - ALPN [`ALPN`] (`kitsune2/0`) only.
-//! - QUIC keep-alive every [`KEEP_ALIVE_INTERVAL`] (5 s), idle timeout
-//!   [`MAX_IDLE_TIMEOUT`] (60 s).
+//! - QUIC keep-alive after [`KEEP_ALIVE_INTERVAL`] (1 s) without a packet
+//!   from the peer, idle timeout [`MAX_IDLE_TIMEOUT`] (8 s): a peer that
+//!   sends nothing for 8 s (it acknowledges neither our data nor our
+//!   keep-alives) is dead (see `docs/architecture.md`, "Dead peers").
 //! - Home relay: the configured relay alone (a custom relay map); iroh's
 //!   default relays only when no relay URL is given.
 //! - TLS through rustls with the ring provider; no address lookup services
@@ -23,11 +25,27 @@ use std::time::Duration;
 /// The ALPN of the kitsune2 iroh wire protocol.
 pub const ALPN: &[u8] = b"kitsune2/0";
 
-/// Interval of QUIC keep-alive packets.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Time without a packet from the peer after which QUIC sends a keep-alive
+/// (a PING the peer acknowledges): 1 s. A live peer is so heard from at
+/// least every second plus a round trip, idle or not. Local behaviour, not
+/// negotiated (the incumbent sends one after 5 s).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Time without traffic after which QUIC closes a connection.
-pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time without a packet from the peer after which QUIC closes the
+/// connection as timed out: 8 s (noq stretches it to three probe timeouts
+/// on slow paths). It is advertised in the handshake and the smaller of
+/// the two sides' values applies, so a connection with the incumbent
+/// (60 s) uses 8 s too; its keep-alive (5 s) and ours keep it open while
+/// both sides live. With [`KEEP_ALIVE_INTERVAL`] a live peer may fall
+/// silent for ~7 s (a stalled process, a loaded machine, a relay hiccup)
+/// before it is taken for dead.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How long a connection must stay silent (no packet from the peer) for
+/// the peer to be taken as gone when the same peer dials us anew: 3 s,
+/// three keep-alive rounds. See [`IrohConnection`](crate::IrohConnection)'s
+/// `wait_silent` and `docs/architecture.md`, "Dead peers".
+pub const COME_BACK_SILENCE: Duration = Duration::from_secs(3);
 
 /// How to build an endpoint.
 #[derive(Debug, Clone, Default)]

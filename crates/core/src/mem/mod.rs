@@ -7,7 +7,8 @@
 //! [`MemNetwork::delay_connects`]), fail writes
 //! ([`MemNetwork::fail_writes`]), one-way latency per sender
 //! ([`MemNetwork::set_latency`]), kill connections with or without an
-//! application close ([`MemNetwork::kill`]), and a home relay known down
+//! application close ([`MemNetwork::kill`]), a crashed peer
+//! ([`MemNetwork::crash`]), and a home relay known down
 //! ([`MemEndpoint::set_home_relay_down`]). Raw bytes, malformed frames and
 //! streams stalled mid-frame come from driving a [`MemConnection`] by hand.
 
@@ -44,6 +45,8 @@ struct Pair {
     a: EndpointId,
     b: EndpointId,
     closed: watch::Sender<Option<CloseInfo>>,
+    /// Set by [`MemNetwork::crash`]: the side whose process is gone.
+    crashed: Mutex<Option<EndpointId>>,
 }
 
 impl Pair {
@@ -55,6 +58,10 @@ impl Pair {
             *c = Some(info);
             true
         });
+    }
+
+    fn crashed(&self) -> Option<EndpointId> {
+        *self.crashed.lock().expect("poisoned")
     }
 
     fn is_closed(&self) -> bool {
@@ -188,6 +195,24 @@ impl MemNetwork {
         n
     }
 
+    /// Takes `id`'s process as crashed for every live connection it has:
+    /// its peers' [`probe_gone`](crate::traits::Connection::probe_gone)
+    /// answers `true` from now on (nothing will arrive from it), where it
+    /// answers `false` for a live peer. A restart under the same key is
+    /// [`endpoint`](Self::endpoint) with the same id (new connections go to
+    /// the new endpoint). Returns how many connections it marked.
+    pub fn crash(&self, id: EndpointId) -> usize {
+        let s = self.state.lock().expect("poisoned");
+        let mut n = 0;
+        for p in s.pairs.iter().filter_map(Weak::upgrade) {
+            if !p.is_closed() && (p.a == id || p.b == id) {
+                *p.crashed.lock().expect("poisoned") = Some(id);
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn write_fails(&self, from: &EndpointId) -> bool {
         self.state
             .lock()
@@ -268,6 +293,7 @@ impl MemEndpoint {
             a: self.id,
             b: *peer,
             closed: watch::Sender::new(None),
+            crashed: Mutex::new(None),
         });
         self.net
             .state

@@ -130,6 +130,11 @@ impl Connection for MemConnection {
     fn is_direct(&self) -> bool {
         true
     }
+
+    fn probe_gone(&self) -> BoxFut<'_, bool> {
+        let gone = self.pair.is_closed() || self.pair.crashed() == Some(self.remote);
+        Box::pin(async move { gone })
+    }
 }
 
 /// Sending half of an in-memory stream.
