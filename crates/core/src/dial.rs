@@ -6,6 +6,7 @@
 //! the registry, and a dial that loses waits for the winner.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kitsune2_api::Url;
@@ -88,6 +89,7 @@ impl Shared {
     /// Dials, sends our preflight and waits for the connection to resolve.
     async fn dial(self: &Arc<Self>, addr: &PeerAddr) -> Result<Arc<Conn>, CoreError> {
         let url = &addr.url;
+        let started = Instant::now();
         if self.endpoint.is_home_relay_known_down() {
             return Err(CoreError::RelayDown {
                 peer: url.as_str().to_owned(),
@@ -122,7 +124,8 @@ impl Shared {
             connection.close(err.close_code(), b"unexpected peer identity");
             return Err(err);
         }
-        let conn = self.new_conn(connection, Role::Dialer);
+        let preflight_wait = self.dialer_preflight_wait(started);
+        let conn = self.new_conn(connection, Role::Dialer, preflight_wait);
         conn.with(|p| p.queue_preflight(&own_url, preflight));
         let registration = {
             let mut registry = self.registry();
@@ -151,7 +154,7 @@ impl Shared {
             // wait for that connection instead.
             debug!(%url, %e, "dial superseded before its preflight went out");
         }
-        self.await_usable(conn, addr).await
+        self.await_usable(conn, addr, preflight_wait).await
     }
 
     /// The URL our preflight to `peer` presents; right after the
@@ -170,11 +173,16 @@ impl Shared {
     }
 
     /// Waits for a dialed connection's resolution; if it lost, for the
-    /// winner. Bounded by the preflight timeout.
-    async fn await_usable(&self, conn: Arc<Conn>, addr: &PeerAddr) -> Result<Arc<Conn>, CoreError> {
-        let deadline = Instant::now() + self.config.preflight_timeout;
+    /// winner. Bounded by `wait` (the connection's own preflight wait).
+    async fn await_usable(
+        &self,
+        conn: Arc<Conn>,
+        addr: &PeerAddr,
+        wait: Duration,
+    ) -> Result<Arc<Conn>, CoreError> {
+        let deadline = Instant::now() + wait;
         let timeout_err = CoreError::PreflightTimeout {
-            secs: self.config.preflight_timeout.as_secs(),
+            secs: wait.as_secs(),
         };
         match timeout_at(deadline, conn.resolved()).await {
             Err(_) => {

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kitsune2_api::{CloseOnce, Timestamp, TxImpHnd, Url};
 use kitsune2_iroh_codec::Limits;
@@ -10,11 +11,11 @@ use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::budget::FrameBudget;
 use crate::config::CoreConfig;
 use crate::conn::Conn;
 use crate::error::CoreError;
 use crate::peer_url::{PeerAddr, id_to_hex};
-use crate::budget::FrameBudget;
 use crate::proto::{ConnProto, EndReport, Role, Timeouts};
 use crate::registry::Registry;
 use crate::space::SpaceUrls;
@@ -86,7 +87,14 @@ impl Shared {
         Ok(())
     }
 
-    pub(crate) fn new_conn(&self, connection: DynConnection, role: Role) -> Arc<Conn> {
+    /// A new connection; the peer's preflight is awaited for
+    /// `preflight_wait` (see [`Self::dialer_preflight_wait`]).
+    pub(crate) fn new_conn(
+        &self,
+        connection: DynConnection,
+        role: Role,
+        preflight_wait: Duration,
+    ) -> Arc<Conn> {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let opened_at_s = u64::try_from(self.clock.now_micros() / 1_000_000).unwrap_or(0);
         let proto = ConnProto::new(
@@ -95,7 +103,7 @@ impl Shared {
             self.limits,
             tokio::time::Instant::now().into_std(),
             Timeouts {
-                preflight: self.config.preflight_timeout,
+                preflight: preflight_wait,
                 drain: self.config.drain_timeout,
                 frame_progress: self.config.frame_progress_timeout,
             },
@@ -108,6 +116,22 @@ impl Shared {
             self.config.write_timeout,
             opened_at_s,
         ))
+    }
+
+    /// How long a dial begun at `started` waits for the acceptor's answer
+    /// to our preflight: until the connect timeout's end (establishing the
+    /// connection includes the preflight exchange), and at least the
+    /// preflight timeout.
+    ///
+    /// Not the acceptor's 10 s: the acceptor's answer waits for its
+    /// kitsune2 to judge our preflight, which a busy node (hundreds of
+    /// peers dialing at once on two cores) may take longer for, and as
+    /// soon as it answered it may send; a dialer that gave up at 10 s
+    /// threw away a healthy connection and what the peer had sent on it.
+    pub(crate) fn dialer_preflight_wait(&self, started: tokio::time::Instant) -> Duration {
+        let connect_left = (started + self.config.connect_timeout)
+            .saturating_duration_since(tokio::time::Instant::now());
+        connect_left.max(self.config.preflight_timeout)
     }
 
     /// The URL to present in a preflight to `peer`: our URL on the peer's
@@ -222,7 +246,7 @@ impl Shared {
                     continue;
                 }
             };
-            let conn = self.new_conn(connection, Role::Acceptor);
+            let conn = self.new_conn(connection, Role::Acceptor, self.config.preflight_timeout);
             let refused = {
                 let mut registry = self.registry();
                 // As in `dial`: checked under the lock `close` drains with.

@@ -1,5 +1,6 @@
 //! A peer that accepts our connection and never answers our preflight.
-//! Ours: after the 10 s preflight timeout the send fails with
+//! Ours: at the end of the connect timeout (here 15 s; the dialer waits
+//! at least the 10 s preflight timeout) the send fails with
 //! `PreflightTimeout` and the peer is marked unresponsive; no
 //! `peer_disconnect`, since the connection never became active. The
 //! incumbent: its send returns `Ok` (the message is lost), and it marks the
@@ -9,7 +10,10 @@ use kitsune2_iroh::Endpoint;
 use kitsune2_iroh::url::peer_url;
 use kitsune2_iroh_test_support::prelude::*;
 
-/// Longer than the preflight timeout, with room for the dial.
+/// The nodes' `connectTimeoutS`.
+const CONNECT_TIMEOUT_S: u32 = 15;
+
+/// Longer than the connect timeout, with room for the dial.
 const SEND_BOUND: Duration = Duration::from_secs(40);
 
 /// How long events of the failed attempt may take to arrive.
@@ -46,7 +50,15 @@ struct Seen {
 async fn unanswered(factory: DynTransportFactory, ours: bool) -> Seen {
     let relay = EmbeddedRelay::start().await.unwrap();
     let (silent, task, silent_url) = silent_peer(&relay).await;
-    let mut a = node(factory, &relay, ours).await;
+    let config = IrohTransportConfig {
+        relay_url: Some(relay.url().to_string()),
+        relay_allow_plain_text: true,
+        connect_timeout_s: CONNECT_TIMEOUT_S,
+        ..Default::default()
+    };
+    let mut a = try_node(Arc::new(builder_with(factory, config, ours)))
+        .await
+        .expect("the node is built");
     let send = timeout(
         SEND_BOUND,
         a.transport
@@ -76,7 +88,7 @@ async fn unanswered_preflight_fails_the_send_and_marks_the_peer() {
     let err = seen.send.expect_err("send to a silent peer succeeded");
     assert!(
         err.to_string()
-            .contains("no preflight from the peer within 10 s"),
+            .contains("no preflight from the peer within"),
         "{err}"
     );
     assert!(seen.unresponsive.is_some(), "silent peer not marked");

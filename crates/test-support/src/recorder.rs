@@ -14,7 +14,7 @@ use kitsune2_api::{
     BoxFut, K2Error, K2Result, SpaceId, Timestamp, TxBaseHandler, TxHandler, TxModuleHandler,
     TxSpaceHandler, Url,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{mpsc, watch};
 
@@ -93,6 +93,9 @@ pub struct Recorder {
     /// When set, the space and module handlers fail on every message
     /// (after recording it), as a failing kitsune2 module does.
     pub fail_messages: AtomicBool,
+    /// How long judging an incoming preflight takes, in milliseconds (of
+    /// tokio's clock): a busy node. 0 by default.
+    pub validate_delay_ms: AtomicU64,
     /// The preflight data this node sends; empty until set.
     preflight: Mutex<Bytes>,
 }
@@ -121,6 +124,7 @@ impl Recorder {
             reject_preflights: AtomicBool::new(false),
             no_local_agents: AtomicBool::new(false),
             fail_messages: AtomicBool::new(false),
+            validate_delay_ms: AtomicU64::new(0),
             preflight: Mutex::default(),
         });
         let taps = Taps {
@@ -208,7 +212,11 @@ impl TxHandler for Recorder {
         self.events().preflights.push((peer_url.clone(), data));
         let _ = self.senders.preflights.send(peer_url);
         let reject = self.reject_preflights.load(Ordering::SeqCst);
+        let delay = self.validate_delay_ms.load(Ordering::SeqCst);
         Box::pin(async move {
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
             if reject {
                 Err(K2Error::other("preflight rejected by test"))
             } else {
