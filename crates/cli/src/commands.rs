@@ -189,6 +189,12 @@ pub(crate) async fn demo(
     for c in &counters {
         c.abort();
     }
+    // Every peer was alive throughout: any mark or disconnect so far is
+    // false (closing, next, reports disconnects on purpose).
+    let (false_unresponsive, false_disconnects) = started
+        .iter()
+        .map(|n| n.fault_reports())
+        .fold((0, 0), |(u, d), (nu, nd)| (u + nu, d + nd));
     for node in started.iter() {
         node.close().await;
     }
@@ -234,6 +240,7 @@ pub(crate) async fn demo(
             "sent": sent, "delivered": got, "lost": lost, "bytes": bytes,
             "elapsed_ms": ms_f64(elapsed), "throughput_mb_s": mbps,
             "rtt_p50_ms": summary.map(|s| ms_f64(s.p50)), "rtt_p99_ms": summary.map(|s| ms_f64(s.p99)),
+            "false_unresponsive": false_unresponsive, "false_disconnects": false_disconnects,
             "pairs": rows,
         });
         println!("{out}");
@@ -267,9 +274,18 @@ pub(crate) async fn demo(
             summary.map_or("-".to_owned(), |s| ms(s.p99)),
             ms(elapsed),
         );
+        println!(
+            "{false_unresponsive} false unresponsive marks, {false_disconnects} false disconnects"
+        );
     }
     if lost > 0 {
         return Err(CliError::Lost { lost, sent });
+    }
+    if false_unresponsive > 0 || false_disconnects > 0 {
+        return Err(CliError::FalseReports {
+            unresponsive: false_unresponsive,
+            disconnects: false_disconnects,
+        });
     }
     Ok(())
 }

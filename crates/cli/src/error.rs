@@ -19,6 +19,13 @@ pub(crate) enum CliError {
     Relay(String),
     #[error("{lost} of {sent} messages lost")]
     Lost { lost: u64, sent: u64 },
+    #[error(
+        "peers that were alive reported: {unresponsive} unresponsive marks, {disconnects} disconnects"
+    )]
+    FalseReports {
+        unresponsive: u64,
+        disconnects: usize,
+    },
     #[error("{0} must be at least 1")]
     Zero(&'static str),
 }

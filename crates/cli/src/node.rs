@@ -4,7 +4,7 @@
 //! Messages travel as kitsune2 module messages (module `k2iroh`). A message
 //! is `0 | seq (u64 BE) | payload`; its acknowledgement is `1 | seq`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kitsune2_api::{
-    BoxFut, DynTransport, K2Result, SpaceId, Transport, TxBaseHandler, TxHandler, TxModuleHandler,
-    TxSpaceHandler, Url,
+    BoxFut, DynTransport, K2Result, SpaceId, Timestamp, Transport, TxBaseHandler, TxHandler,
+    TxModuleHandler, TxSpaceHandler, Url,
 };
 use kitsune2_iroh::{IrohTransportConfig, RelayUrl, create_transport};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,12 +48,22 @@ struct Handler {
     inbox: mpsc::UnboundedSender<Received>,
     pending: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     transport: OnceLock<Weak<dyn Transport>>,
+    /// Peers the transport reported disconnected.
+    disconnected: Mutex<HashSet<Url>>,
+    /// How many times the transport marked a peer unresponsive.
+    unresponsive: AtomicU64,
 }
 
 impl TxBaseHandler for Handler {
     fn new_listening_address(&self, this_url: Url) -> BoxFut<'static, ()> {
         self.url.send_replace(Some(this_url));
         Box::pin(async {})
+    }
+
+    // Called once per registration (transport, space, module): a set.
+    fn peer_disconnect(&self, peer: Url, reason: Option<String>) {
+        tracing::debug!(%peer, ?reason, "peer disconnected");
+        self.disconnected.lock().expect("poisoned").insert(peer);
     }
 }
 
@@ -62,6 +72,12 @@ impl TxHandler for Handler {}
 impl TxSpaceHandler for Handler {
     fn is_any_agent_at_url_blocked(&self, _peer_url: &Url) -> K2Result<bool> {
         Ok(false)
+    }
+
+    fn set_unresponsive(&self, peer: Url, _when: Timestamp) -> BoxFut<'_, K2Result<()>> {
+        tracing::debug!(%peer, "peer marked unresponsive");
+        self.unresponsive.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -146,6 +162,8 @@ impl Node {
             inbox: inbox_tx,
             pending: Mutex::new(HashMap::new()),
             transport: OnceLock::new(),
+            disconnected: Mutex::new(HashSet::new()),
+            unresponsive: AtomicU64::new(0),
         });
         let mut url_rx = handler.url.subscribe();
         let config = IrohTransportConfig {
@@ -258,6 +276,15 @@ impl Node {
                 .collect(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// What the transport reported of its peers so far: how many times it
+    /// marked one unresponsive, and how many it reported disconnected.
+    pub(crate) fn fault_reports(&self) -> (u64, usize) {
+        (
+            self.handler.unresponsive.load(Ordering::Relaxed),
+            self.handler.disconnected.lock().expect("poisoned").len(),
+        )
     }
 
     /// Closes the transport gracefully.
