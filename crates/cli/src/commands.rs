@@ -195,9 +195,16 @@ pub(crate) async fn demo(
         .iter()
         .map(|n| n.fault_reports())
         .fold((0, 0), |(u, d), (nu, nd)| (u + nu, d + nd));
+    // One after the other, as separate processes would close.
+    let closing = Instant::now();
+    let mut close_times = Vec::with_capacity(started.len());
     for node in started.iter() {
+        let t = Instant::now();
         node.close().await;
+        close_times.push(t.elapsed());
     }
+    let closed_in = closing.elapsed();
+    let close_summary = Summary::of(&close_times);
     let delivered = delivered.lock().expect("poisoned").clone();
     let _ = relay.shutdown().await;
 
@@ -241,6 +248,9 @@ pub(crate) async fn demo(
             "elapsed_ms": ms_f64(elapsed), "throughput_mb_s": mbps,
             "rtt_p50_ms": summary.map(|s| ms_f64(s.p50)), "rtt_p99_ms": summary.map(|s| ms_f64(s.p99)),
             "false_unresponsive": false_unresponsive, "false_disconnects": false_disconnects,
+            "close_all_ms": ms_f64(closed_in),
+            "close_p50_ms": close_summary.map(|s| ms_f64(s.p50)),
+            "close_p99_ms": close_summary.map(|s| ms_f64(s.p99)),
             "pairs": rows,
         });
         println!("{out}");
@@ -275,7 +285,11 @@ pub(crate) async fn demo(
             ms(elapsed),
         );
         println!(
-            "{false_unresponsive} false unresponsive marks, {false_disconnects} false disconnects"
+            "{false_unresponsive} false unresponsive marks, {false_disconnects} false disconnects; \
+             closed all in {}, per node p50 {} p99 {}",
+            ms(closed_in),
+            close_summary.map_or("-".to_owned(), |s| ms(s.p50)),
+            close_summary.map_or("-".to_owned(), |s| ms(s.p99)),
         );
     }
     if lost > 0 {
