@@ -20,6 +20,7 @@ use crate::peer_url::PeerAddr;
 use crate::proto::{ConnState, Role};
 use crate::registry::DialRegistration;
 use crate::shared::Shared;
+use crate::traits::EndpointId;
 
 impl Shared {
     /// Sends `data` to `peer` as one data frame.
@@ -101,21 +102,33 @@ impl Shared {
             .peer_connect(url.clone())
             .await
             .map_err(CoreError::from_handler)?;
-        let connection =
-            match timeout(self.config.connect_timeout, self.endpoint.connect(addr)).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    self.mark_unresponsive(url).await;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.mark_unresponsive(url).await;
-                    return Err(CoreError::ConnectTimeout {
-                        peer: url.as_str().to_owned(),
-                        secs: self.config.connect_timeout.as_secs(),
-                    });
-                }
-            };
+        // The peer may dial us meanwhile (simultaneous first sends) and its
+        // connection become active while our handshake is still under way,
+        // e.g. waiting out a retransmission: then that one carries the
+        // send, and our attempt is abandoned.
+        let connect = timeout(self.config.connect_timeout, self.endpoint.connect(addr));
+        let connected = tokio::select! {
+            biased;
+            r = connect => r,
+            active = self.wait_active(&addr.id) => {
+                debug!(%url, "peer's own connection became active while we dialed; using it");
+                return Ok(active);
+            }
+        };
+        let connection = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.mark_unresponsive(url).await;
+                return Err(e);
+            }
+            Err(_) => {
+                self.mark_unresponsive(url).await;
+                return Err(CoreError::ConnectTimeout {
+                    peer: url.as_str().to_owned(),
+                    secs: self.config.connect_timeout.as_secs(),
+                });
+            }
+        };
         if connection.remote_id() != addr.id {
             let err = CoreError::io(
                 "connect",
@@ -157,6 +170,19 @@ impl Shared {
         self.await_usable(conn, addr, preflight_wait).await
     }
 
+    /// Resolves with the peer's active connection once it has one.
+    async fn wait_active(&self, id: &EndpointId) -> Arc<Conn> {
+        loop {
+            let notified = self.activated.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(c) = self.registry().active(id) {
+                return c;
+            }
+            notified.await;
+        }
+    }
+
     /// The URL our preflight to `peer` presents; right after the
     /// transport started, the endpoint may not know its own URL yet (no
     /// relay connection): waits for it, bounded by the connect timeout.
@@ -193,17 +219,9 @@ impl Shared {
             Ok(ConnState::Active) => Ok(conn),
             Ok(ConnState::Superseded | ConnState::Draining) => {
                 debug!("dial superseded; waiting for the preferred connection");
-                loop {
-                    let notified = self.activated.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if let Some(c) = self.registry().active(&addr.id) {
-                        return Ok(c);
-                    }
-                    if timeout_at(deadline, notified).await.is_err() {
-                        return Err(timeout_err);
-                    }
-                }
+                timeout_at(deadline, self.wait_active(&addr.id))
+                    .await
+                    .map_err(|_| timeout_err)
             }
             Ok(ConnState::Closed | ConnState::Pending) => {
                 // The error that ended it, as the reader saw it; a peer's

@@ -100,3 +100,29 @@ async fn an_acceptor_that_never_answers_fails_the_dial_at_the_connect_timeout() 
         "the silent peer is marked"
     );
 }
+
+/// Both peers send first at once, and our handshake is slow (a lost
+/// packet, retransmitted a second later): the peer's connection, active
+/// before ours is through, carries our send at once.
+#[tokio::test(start_paused = true)]
+async fn a_slow_dial_gives_way_to_the_peers_connection() {
+    init_logs();
+    let net = MemNetwork::new();
+    let mut a = Node::with_config(&net, [1; 32], real_config());
+    let mut b = Node::with_config(&net, [2; 32], real_config());
+    // A's connects to B take 5 s; B's to A are instant.
+    net.delay_connects(b.id, Some(Duration::from_secs(5)));
+    let started = tokio::time::Instant::now();
+    let (a_sent, b_sent) = tokio::join!(a.send(&b, b"from a"), b.send(&a, b"from b"));
+    a_sent.unwrap();
+    b_sent.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "both sends took {took:?}");
+    assert_eq!(b.recv().await.1, Bytes::from_static(b"from a"));
+    assert_eq!(a.recv().await.1, Bytes::from_static(b"from b"));
+    settle().await;
+    assert_eq!(a.imp.connections().len(), 1, "one connection per peer");
+    for node in [&a, &b] {
+        assert!(node.events().unresponsive.is_empty());
+    }
+}
