@@ -3,7 +3,7 @@
 //! accept fan-in ([`accept`](crate::accept)) and the per-space endpoints
 //! ([`space_endpoints`](crate::space_endpoints)). No protocol logic.
 
-use crate::accept::AcceptQueue;
+use crate::accept::{AcceptQueue, HandshakeLimits, HandshakeStats};
 use crate::connection::IrohConnection;
 use crate::endpoint::{ALPN, insert_relay};
 use crate::error::{IrohTransportError, core_err};
@@ -65,14 +65,25 @@ pub struct IrohEndpoint {
 
 impl IrohEndpoint {
     /// Wraps `inner` and starts the tasks that follow its address and
-    /// accept its connections.
+    /// accept its connections, with the default [`HandshakeLimits`].
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub fn new(inner: Endpoint) -> Self {
+        Self::with_handshake_limits(inner, HandshakeLimits::default())
+    }
+
+    /// As [`new`](Self::new), bounding the QUIC handshakes of incoming
+    /// connections (on `inner` and on every per-space endpoint) by
+    /// `limits`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn with_handshake_limits(inner: Endpoint, limits: HandshakeLimits) -> Self {
         let (url, watch_task) = watch_peer_url(&inner);
-        let incoming = AcceptQueue::new();
+        let incoming = AcceptQueue::new(limits);
         let accept_task = incoming.spawn_loop(inner.clone());
         Self {
             inner,
@@ -95,6 +106,12 @@ impl IrohEndpoint {
     /// its websocket when given.
     pub(crate) async fn insert_relay(&self, url: RelayUrl, token: Option<String>) {
         insert_relay(&self.inner, url, token).await;
+    }
+
+    /// What became of the handshakes of incoming connections so far, on
+    /// every iroh endpoint of this one.
+    pub fn handshake_stats(&self) -> HandshakeStats {
+        self.incoming.stats()
     }
 
     /// Ties `task` to this endpoint's lifetime.

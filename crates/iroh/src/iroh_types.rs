@@ -5,7 +5,7 @@ pub use iroh::{Endpoint, EndpointId, RelayUrl, SecretKey};
 
 pub(crate) use iroh::endpoint::{
     BindError, ConnectError, ConnectingError, Connection as QuicConnection, ConnectionError,
-    InvalidSocketAddr, PortmapperConfig, QuicTransportConfig, ReadError,
+    IncomingAddr, InvalidSocketAddr, PortmapperConfig, QuicTransportConfig, ReadError,
     RecvStream as QuicRecvStream, SendStream as QuicSendStream, StoppedError, VarInt, WriteError,
     presets::Minimal,
 };

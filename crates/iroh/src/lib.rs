@@ -9,6 +9,8 @@
 //! - [`IrohEndpoint`], [`IrohConnection`], [`IrohSendStream`],
 //!   [`IrohRecvStream`]: the core's network traits implemented over iroh
 //!   (vectored `write_many_chunks` out, `read_chunk` in, no copies).
+//! - [`HandshakeLimits`], [`HandshakeStats`]: the bounds on incoming QUIC
+//!   handshakes (a deadline, per source, in flight) and what became of them.
 //! - [`config`]: [`IrohTransportConfig`] and [`IrohTransportModConfig`], with
 //!   the same JSON shape and defaults as `kitsune2_transport_iroh`, plus typed
 //!   validation: [`IrohTransportConfig::validate`] at `validate_config`
@@ -60,6 +62,7 @@ mod space_relays;
 pub mod test_utils;
 pub mod url;
 
+pub use accept::{HandshakeLimits, HandshakeStats};
 pub use config::{IrohTransportConfig, IrohTransportModConfig, PlainTextPolicy};
 pub use connection::{IrohConnection, IrohRecvStream, IrohSendStream};
 pub use error::{IrohTransportError, Result};
