@@ -32,6 +32,12 @@ pub enum FrameOrder {
     /// [`CodecError::UnexpectedPreflight`], raised at the header, before any of
     /// the offending payload is buffered.
     PreflightThenData,
+    /// A `kitsune2/1` message stream: exactly one data frame, then the end
+    /// of the stream. A preflight is [`CodecError::PreflightOnMessageStream`]
+    /// and any byte after the frame [`CodecError::SecondFrameOnMessageStream`],
+    /// both raised at the header; an end before the frame is complete (also
+    /// an empty stream) is [`CodecError::TruncatedFrame`].
+    OneData,
 }
 
 /// Where the decoder is within the stream.
@@ -158,6 +164,14 @@ impl DecodeState {
                 (true, FrameType::Data) => {}
             }
         }
+        if self.order == FrameOrder::OneData {
+            match (self.preflight_seen, header.frame_type) {
+                (_, FrameType::Preflight) => return Err(CodecError::PreflightOnMessageStream),
+                (true, FrameType::Data) => return Err(CodecError::SecondFrameOnMessageStream),
+                // `preflight_seen` stands for "a frame seen" in this order.
+                (false, FrameType::Data) => self.preflight_seen = true,
+            }
+        }
         Ok(header)
     }
 
@@ -166,6 +180,16 @@ impl DecodeState {
         let remaining = remaining as u64;
         match &self.state {
             State::Failed(e) => Err(e.clone()),
+            State::Header if remaining == 0 && self.order == FrameOrder::OneData => {
+                if self.preflight_seen {
+                    Ok(())
+                } else {
+                    Err(CodecError::TruncatedFrame {
+                        buffered: 0,
+                        expected: FRAME_HEADER_LEN as u64,
+                    })
+                }
+            }
             State::Header if remaining == 0 => Ok(()),
             State::Header => Err(CodecError::TruncatedFrame {
                 buffered: remaining,

@@ -62,6 +62,15 @@ pub enum CodecError {
     #[error("unexpected preflight frame after the stream's first frame")]
     UnexpectedPreflight,
 
+    /// A preflight frame on a `kitsune2/1` message stream (only the control
+    /// stream carries one).
+    #[error("preflight frame on a message stream")]
+    PreflightOnMessageStream,
+
+    /// Bytes after the one data frame of a `kitsune2/1` message stream.
+    #[error("a second frame on a message stream (one frame, then the end)")]
+    SecondFrameOnMessageStream,
+
     /// The stream ended in the middle of a frame.
     #[error("stream ended mid-frame: {buffered} of {expected} bytes of the frame received")]
     TruncatedFrame {

@@ -340,3 +340,52 @@ fn header_round_trip() {
     assert_eq!(h.to_bytes(), [0, 1, 2, 3, 4]);
     assert_eq!(FrameHeader::parse(h.to_bytes()), Ok(h));
 }
+
+#[test]
+fn message_stream_order_is_one_data_frame_then_the_end() {
+    let data = hex("01 00000002 6869");
+    let pf = hex("00 00000004 00000000");
+    let one = |wire: &[u8]| {
+        let mut d = StreamDecoder::with_order(Limits::default(), FrameOrder::OneData);
+        d.feed_slice(wire);
+        let mut frames = Vec::new();
+        loop {
+            match d.next_frame() {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => return d.finish().map(|()| frames),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    assert_eq!(one(&data), Ok(vec![Frame::data(Bytes::from_static(b"hi"))]));
+    assert_eq!(one(&pf), Err(CodecError::PreflightOnMessageStream));
+    assert_eq!(
+        one(&[data.clone(), data.clone()].concat()),
+        Err(CodecError::SecondFrameOnMessageStream)
+    );
+    // An empty stream carries no message: truncated, as a partial one.
+    assert_eq!(
+        one(&[]),
+        Err(CodecError::TruncatedFrame {
+            buffered: 0,
+            expected: FRAME_HEADER_LEN as u64
+        })
+    );
+    assert_eq!(
+        one(&data[..4]),
+        Err(CodecError::TruncatedFrame {
+            buffered: 4,
+            expected: FRAME_HEADER_LEN as u64
+        })
+    );
+    // Checked at the header, before a second payload is buffered.
+    let mut d = StreamDecoder::with_order(Limits::default(), FrameOrder::OneData);
+    d.feed_slice(&data);
+    assert!(matches!(d.next_frame(), Ok(Some(_))));
+    d.feed_slice(&header(1, 1000));
+    assert_eq!(d.next_frame(), Err(CodecError::SecondFrameOnMessageStream));
+    assert_eq!(
+        decode_both(&data, Limits::default(), FrameOrder::OneData).map(|f| f.len()),
+        Ok(1)
+    );
+}
