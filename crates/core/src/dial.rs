@@ -73,14 +73,31 @@ impl Shared {
         if let Some(c) = self.registry().active(&addr.id) {
             return Ok(c);
         }
+        let entered = Instant::now();
         let gate = self.registry().enter_dial(addr.id);
         let result = async {
             let _dialing = gate.lock().await;
-            let active = self.registry().active(&addr.id);
-            match active {
-                Some(c) => Ok(c),
-                None => self.dial(addr).await,
+            let (active, failed) = {
+                let registry = self.registry();
+                let active = registry.active(&addr.id);
+                (active, registry.dial_failed_since(&addr.id, entered))
+            };
+            if let Some(c) = active {
+                return Ok(c);
             }
+            // The dial this send waited for failed: so does the send, at
+            // once, instead of waiting out a connect timeout of its own
+            // (ten sends queued behind an unreachable peer took ten
+            // timeouts, one after the other).
+            if let Some(e) = failed {
+                debug!(peer = %addr.url, %e, "the dial we waited for failed");
+                return Err(e);
+            }
+            let dialed = self.dial(addr).await;
+            if let Err(e) = &dialed {
+                self.registry().record_dial_failure(&addr.id, e.clone());
+            }
+            dialed
         }
         .await;
         self.registry().leave_dial(&addr.id);

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::conn::Conn;
-use crate::error::Initiator;
+use crate::error::{CoreError, Initiator};
 use crate::proto::ConnState;
 use crate::traits::EndpointId;
 
@@ -27,6 +27,9 @@ struct PeerSlot {
     gate: Arc<tokio::sync::Mutex<()>>,
     /// Sends holding or waiting for the gate.
     gate_users: usize,
+    /// When our last dial to the peer failed, and how: sends that waited
+    /// for that dial take its outcome instead of dialing again.
+    failed_dial: Option<(tokio::time::Instant, CoreError)>,
 }
 
 impl PeerSlot {
@@ -135,6 +138,24 @@ impl Registry {
         let slot = self.peers.entry(id).or_default();
         slot.gate_users += 1;
         slot.gate.clone()
+    }
+
+    /// Records that a dial to `id` failed with `error` just now.
+    pub(crate) fn record_dial_failure(&mut self, id: &EndpointId, error: CoreError) {
+        if let Some(slot) = self.peers.get_mut(id) {
+            slot.failed_dial = Some((tokio::time::Instant::now(), error));
+        }
+    }
+
+    /// The error of a dial to `id` that failed at or after `since` (while a
+    /// send that entered the gate at `since` waited for it).
+    pub(crate) fn dial_failed_since(
+        &self,
+        id: &EndpointId,
+        since: tokio::time::Instant,
+    ) -> Option<CoreError> {
+        let (at, error) = self.peers.get(id)?.failed_dial.as_ref()?;
+        (*at >= since).then(|| error.clone())
     }
 
     /// Gives up a place taken with [`enter_dial`](Self::enter_dial).
