@@ -57,4 +57,4 @@ pub use traits::{
 };
 #[cfg(feature = "mem")]
 pub use transport::ConnInfo;
-pub use transport::{CoreTransport, DROP_FLUSH_TIMEOUT};
+pub use transport::{CoreTransport, DROP_FLUSH_TIMEOUT, ENDPOINT_CLOSE_WAIT};
