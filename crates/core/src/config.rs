@@ -35,6 +35,12 @@ pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 256 * 1024 * 1024;
 /// Default [`CoreConfig::frame_progress_timeout`]: 30 s.
 pub const DEFAULT_FRAME_PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default [`CoreConfig::large_message_bytes`]: 64 KiB.
+pub const DEFAULT_LARGE_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Default [`CoreConfig::max_message_streams`]: 16.
+pub const DEFAULT_MAX_MESSAGE_STREAMS: usize = 16;
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -71,6 +77,17 @@ pub struct CoreConfig {
     /// twice as long (`FrameBudgetExhausted`), so that the stalled frames
     /// holding the budget go first.
     pub frame_progress_timeout: Duration,
+    /// On a `kitsune2/1` connection, a data message larger than this
+    /// (payload bytes) goes on a uni stream of its own, so that it does not
+    /// hold up the small ones sent after it; smaller ones go on the control
+    /// stream, in order. Ignored on `kitsune2/0`.
+    pub large_message_bytes: usize,
+    /// On a `kitsune2/1` connection, how many message streams the peer may
+    /// have open towards us at once. The backend enforces it at the peer
+    /// (the iroh adapter: QUIC's `max_concurrent_uni_streams` is this plus
+    /// one for the control stream), so an honest peer waits; a peer past it
+    /// is closed ([`CoreError::TooManyMessageStreams`](crate::CoreError::TooManyMessageStreams)).
+    pub max_message_streams: usize,
     /// Bound on the best-effort delivery of a disconnect message.
     pub disconnect_send_timeout: Duration,
     /// Backend name reported by `dump_network_stats`.
@@ -89,6 +106,8 @@ impl Default for CoreConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             frame_progress_timeout: DEFAULT_FRAME_PROGRESS_TIMEOUT,
+            large_message_bytes: DEFAULT_LARGE_MESSAGE_BYTES,
+            max_message_streams: DEFAULT_MAX_MESSAGE_STREAMS,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),
         }

@@ -6,7 +6,7 @@
 //! that follows from the connection's end. Every state transition goes
 //! through [`Conn::with`], the one place the published state is updated.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -20,6 +20,23 @@ use crate::close::CloseCode;
 use crate::error::{CoreError, Initiator};
 use crate::proto::{ConnProto, ConnState, Role};
 use crate::traits::{DynConnection, DynSendStream, EndpointId};
+use crate::version::WireVersion;
+
+/// Send priority of the `/1` control stream: above the message streams'
+/// (0), so that small messages overtake the bytes of a large one.
+pub(crate) const CONTROL_PRIORITY: i32 = 1;
+
+/// Reset code of a `/1` message stream whose send was cancelled.
+pub(crate) const RESET_CANCELLED: u32 = 0;
+
+/// How a connection writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteSettings {
+    /// How long a write may make no progress (see [`CoreError::WriteTimeout`]).
+    pub(crate) timeout: std::time::Duration,
+    /// On `/1`, data messages above this go on a stream of their own.
+    pub(crate) large_message_bytes: usize,
+}
 
 /// Per-connection message and byte counters.
 #[derive(Debug, Default)]
@@ -38,6 +55,11 @@ pub(crate) struct Counters {
 ///   awaited, while it is held.
 /// - Frames go out under the send lock, our preflight (from
 ///   [`ConnProto::poll_transmit`]) before any data.
+/// - On `/1` a large message's stream is counted in `in_flight` under the
+///   send lock, after the check that data may be sent, and uncounted once
+///   the peer acknowledged all of it (or it failed): the finisher, which
+///   takes the send lock first, so sees every such stream, and finishes
+///   the control stream only after them.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Local serial number, for logs and "newer wins" ordering.
@@ -48,8 +70,15 @@ pub(crate) struct Conn {
     pub(crate) opened_at_s: u64,
     pub(crate) counters: Counters,
     limits: Limits,
-    /// How long a write may make no progress (see [`CoreError::WriteTimeout`]).
-    write_timeout: std::time::Duration,
+    write: WriteSettings,
+    /// The negotiated wire version.
+    version: WireVersion,
+    /// `/1` message streams written or being written whose end the peer
+    /// has not acknowledged yet.
+    in_flight: Arc<watch::Sender<usize>>,
+    /// Our control stream was opened once: on `/1` it is never replaced
+    /// (a new stream would be a message stream to the peer).
+    control_opened: AtomicBool,
     proto: Mutex<ConnProto>,
     state: watch::Sender<ConnState>,
     /// Our send stream (opened with the first frame); shared, so that a
@@ -67,10 +96,11 @@ impl Conn {
         connection: DynConnection,
         proto: ConnProto,
         limits: Limits,
-        write_timeout: std::time::Duration,
+        write: WriteSettings,
         opened_at_s: u64,
     ) -> Self {
         Self {
+            version: proto.wire_version(),
             serial,
             remote_id: connection.remote_id(),
             connection,
@@ -78,7 +108,9 @@ impl Conn {
             opened_at_s,
             counters: Counters::default(),
             limits,
-            write_timeout,
+            write,
+            in_flight: Arc::new(watch::Sender::new(0)),
+            control_opened: AtomicBool::new(false),
             state: watch::Sender::new(proto.state()),
             proto: Mutex::new(proto),
             send: Arc::new(tokio::sync::Mutex::new(None)),
@@ -205,6 +237,12 @@ impl Conn {
         let conn = self.clone();
         tokio::spawn(async move {
             let mut stream = conn.send.clone().lock_owned().await;
+            // `/1`: the message streams started before (none starts now)
+            // are acknowledged before our control FIN, so the peer has
+            // them all when it reads the FIN. Bounded by the drain deadline
+            // (the connection then closes, which ends them).
+            let mut in_flight = conn.in_flight.subscribe();
+            let _ = in_flight.wait_for(|n| *n == 0).await;
             // Our preflight still queued never went out: nothing to send.
             if let Some(s) = stream.as_mut()
                 && let Err(e) = s.finish().await
@@ -253,6 +291,15 @@ impl Conn {
             )));
         }
         let len = data.len() as u64;
+        if self.version == WireVersion::V1 && data.len() > self.write.large_message_bytes {
+            // Counted under the send lock: see the invariants.
+            let ticket = MessageTicket::new(&self.in_flight);
+            drop(stream);
+            self.write_message(data, ticket).await?;
+            self.counters.send_messages.fetch_add(1, Ordering::Relaxed);
+            self.counters.send_bytes.fetch_add(len, Ordering::Relaxed);
+            return Ok(());
+        }
         let stream = self
             .write_frame(stream, Frame::data(data))
             .await
@@ -276,7 +323,18 @@ impl Conn {
             .map_err(|e| (e.into(), true))?
             .into_chunks();
         if stream.is_none() {
-            *stream = Some(self.connection.open_uni().await.map_err(|e| (e, true))?);
+            if self.version == WireVersion::V1 && self.control_opened.load(Ordering::SeqCst) {
+                return Err((
+                    CoreError::io("write", "the control stream failed earlier"),
+                    true,
+                ));
+            }
+            let mut opened = self.connection.open_uni().await.map_err(|e| (e, true))?;
+            if self.version == WireVersion::V1 {
+                opened.set_priority(CONTROL_PRIORITY);
+            }
+            self.control_opened.store(true, Ordering::SeqCst);
+            *stream = Some(opened);
         }
         let total = chunks.iter().map(Bytes::len).sum();
         let mut job = WriteJob {
@@ -293,6 +351,130 @@ impl Conn {
             Err(e) => {
                 *stream = None;
                 Err((e, job.remaining() == total))
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Writes `data` on a `/1` message stream of its own: one data frame,
+    /// then FIN, acknowledged on a task of its own (which holds `ticket`
+    /// until then).
+    ///
+    /// Cancel safety: dropped before the frame is written, the stream is
+    /// reset, so the peer discards the partial message; nothing else is
+    /// affected.
+    async fn write_message(&self, data: Bytes, ticket: MessageTicket) -> Result<(), WriteFailure> {
+        let chunks = Frame::data(data)
+            .encode(&self.limits)
+            .map_err(|e| WriteFailure {
+                error: e.into(),
+                untouched: true,
+            })?
+            .into_chunks();
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let stream = self
+            .connection
+            .open_uni()
+            .await
+            .map_err(|error| WriteFailure {
+                error,
+                untouched: true,
+            })?;
+        let mut job = MessageJob {
+            stream: Some(stream),
+            chunks,
+            ticket: Some(ticket),
+        };
+        let result = {
+            let MessageJob { stream, chunks, .. } = &mut job;
+            // INVARIANT: set just above, taken only below.
+            let s = stream.as_mut().expect("stream present");
+            write_all(s, chunks, self.write.timeout).await
+        };
+        if let Err(error) = result {
+            let untouched = job.remaining() == total;
+            // Drop resets the stream.
+            drop(job);
+            return Err(WriteFailure { error, untouched });
+        }
+        // INVARIANT: both are taken only here.
+        let mut stream = job.stream.take().expect("stream present");
+        let ticket = job.ticket.take().expect("ticket present");
+        tokio::spawn(async move {
+            if let Err(e) = stream.finish().await {
+                debug!(%e, "finishing a message stream failed");
+            }
+            drop(ticket);
+        });
+        Ok(())
+    }
+}
+
+/// A `/1` message stream counted in a connection's `in_flight` until
+/// dropped.
+#[derive(Debug)]
+struct MessageTicket(Arc<watch::Sender<usize>>);
+
+impl MessageTicket {
+    fn new(in_flight: &Arc<watch::Sender<usize>>) -> Self {
+        in_flight.send_modify(|n| *n += 1);
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for MessageTicket {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A `/1` message stream being written. Dropped with the stream still in
+/// it (the send was cancelled, or the write failed), it resets the stream.
+struct MessageJob {
+    stream: Option<DynSendStream>,
+    chunks: [Bytes; 2],
+    ticket: Option<MessageTicket>,
+}
+
+impl MessageJob {
+    fn remaining(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}
+
+impl Drop for MessageJob {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.stream.take() {
+            debug!(
+                remaining = self.remaining(),
+                "message send cancelled or failed; resetting its stream"
+            );
+            s.reset(RESET_CANCELLED);
+        }
+    }
+}
+
+/// Writes all of `chunks` on `s`; fails with [`CoreError::WriteTimeout`]
+/// when the peer took none of it for `timeout` (a stalled peer: the write
+/// is resumed as long as bytes move, so a large frame on a slow link is
+/// fine). Cancel safe as `write_chunks`: `chunks` keeps what is left.
+async fn write_all(
+    s: &mut DynSendStream,
+    chunks: &mut [Bytes; 2],
+    timeout: std::time::Duration,
+) -> Result<(), CoreError> {
+    let remaining = |c: &[Bytes; 2]| c.iter().map(Bytes::len).sum::<usize>();
+    let mut left = remaining(chunks);
+    loop {
+        match tokio::time::timeout(timeout, s.write_chunks(chunks)).await {
+            Ok(result) => return result,
+            // The write is resumable: go on while bytes move.
+            Err(_) if remaining(chunks) < left => left = remaining(chunks),
+            Err(_) => {
+                return Err(CoreError::WriteTimeout {
+                    secs: timeout.as_secs(),
+                });
             }
         }
     }
@@ -325,34 +507,17 @@ struct WriteJob {
 }
 
 impl WriteJob {
-    /// Writes the frame; fails with [`CoreError::WriteTimeout`] when the
-    /// peer took none of it for `write_timeout` (a stalled peer: the write
-    /// is resumed as long as bytes move, so a large frame on a slow link is
-    /// fine).
+    /// Writes the frame (see [`write_all`]).
     async fn run(&mut self) -> Result<(), CoreError> {
-        let write_timeout = self.conn.write_timeout;
-        let mut left = self.remaining();
-        loop {
-            // INVARIANT: the guard is taken only by the caller after run().
-            let guard = self.stream.as_mut().expect("guard present");
-            // INVARIANT: write_frame opened the stream before the job.
-            let s = guard.as_mut().expect("stream open");
-            match tokio::time::timeout(write_timeout, s.write_chunks(&mut self.chunks)).await {
-                Ok(result) => {
-                    result?;
-                    // Marks the frame done for Drop.
-                    self.total = 0;
-                    return Ok(());
-                }
-                // The write is resumable: go on while bytes move.
-                Err(_) if self.remaining() < left => left = self.remaining(),
-                Err(_) => {
-                    return Err(CoreError::WriteTimeout {
-                        secs: write_timeout.as_secs(),
-                    });
-                }
-            }
-        }
+        let timeout = self.conn.write.timeout;
+        // INVARIANT: the guard is taken only by the caller after run().
+        let guard = self.stream.as_mut().expect("guard present");
+        // INVARIANT: write_frame opened the stream before the job.
+        let s = guard.as_mut().expect("stream open");
+        write_all(s, &mut self.chunks, timeout).await?;
+        // Marks the frame done for Drop.
+        self.total = 0;
+        Ok(())
     }
 
     fn remaining(&self) -> usize {

@@ -194,6 +194,14 @@ pub enum CoreError {
         secs: u64,
     },
 
+    /// The peer had more `kitsune2/1` message streams open at once than
+    /// this side allows (QUIC's stream limit makes an honest peer wait).
+    #[error("the peer opened more than {max} message streams at once")]
+    TooManyMessageStreams {
+        /// The limit, in streams.
+        max: usize,
+    },
+
     /// A setting is out of range.
     #[error("invalid config: {field} {why}")]
     InvalidConfig {
@@ -274,6 +282,7 @@ impl CoreError {
             | Self::NotAPreflight { .. }
             | Self::WriteTimeout { .. }
             | Self::FrameStalled { .. }
+            | Self::TooManyMessageStreams { .. }
             | Self::ConnectionClosed { .. } => Initiator::Remote,
             Self::ConnectTimeout { .. } | Self::RelayDown { .. } | Self::Io { .. } => {
                 Initiator::Backend

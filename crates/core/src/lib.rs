@@ -22,6 +22,7 @@
 //! | `shared`    | what the tasks share; ending and reporting a connection |
 //! | `space`     | per-space URLs |
 //! | `transport` | the `TxImp` surface, close, disconnect, drop |
+//! | `version`   | the wire versions (`kitsune2/0`, `kitsune2/1`) and their ALPNs |
 
 mod budget;
 mod close;
@@ -39,13 +40,15 @@ mod shared;
 mod space;
 mod traits;
 mod transport;
+mod version;
 
 pub use budget::{FrameBudgetUsage, UNBUDGETED_PARTIAL_BYTES};
 pub use close::{CloseCode, SUPERSEDED_REASON, TRANSPORT_CLOSED_REASON, TRANSPORT_DROPPED_REASON};
 pub use config::{
     CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET,
-    DEFAULT_WRITE_TIMEOUT, PREFLIGHT_TIMEOUT,
+    DEFAULT_LARGE_MESSAGE_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_STREAMS,
+    DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_WRITE_TIMEOUT,
+    PREFLIGHT_TIMEOUT,
 };
 pub use error::{BackendError, CoreError, Initiator};
 pub use kitsune2_iroh_codec::DEFAULT_MAX_FRAME_BYTES;
@@ -58,3 +61,4 @@ pub use traits::{
 #[cfg(feature = "mem")]
 pub use transport::ConnInfo;
 pub use transport::{CoreTransport, DROP_FLUSH_TIMEOUT, ENDPOINT_CLOSE_WAIT};
+pub use version::{ALPN_V0, ALPN_V1, WireVersion};

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use kitsune2_api::{K2Proto, K2WireType, Url};
+use kitsune2_api::{BoxFut, K2Proto, K2WireType, Url};
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -17,17 +18,20 @@ use crate::budget::Charge;
 use crate::conn::Conn;
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::PeerAddr;
-use crate::proto::Event;
+use crate::proto::{Event, MsgId, StreamSlot};
 use crate::registry::Activation;
 use crate::shared::Shared;
 use crate::traits::DynRecvStream;
+use crate::version::WireVersion;
 
 /// What the network gave next.
 enum Input {
     /// A new stream from the peer, or the connection's end.
     Stream(Result<DynRecvStream, CoreError>),
-    /// A read on the current stream.
+    /// A read on the control stream (on `/0`: the one stream).
     Chunk(Result<Option<Bytes>, CoreError>),
+    /// A read on a `/1` message stream.
+    Message(MsgId, Result<Option<Bytes>, CoreError>),
     /// The protocol's deadline passed.
     Timeout,
     /// The protocol state changed outside the reader (a drain step), or
@@ -43,6 +47,12 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
 
 async fn drive(shared: &Shared, conn: &Arc<Conn>) {
     let mut stream: Option<DynRecvStream> = None;
+    // `/1` message streams, read concurrently (at most the protocol's
+    // limit: one more ends the connection).
+    let mut messages: Vec<(MsgId, DynRecvStream)> = Vec::new();
+    // Where the next poll of the message streams starts, so that one busy
+    // stream does not starve the others.
+    let mut turn = 0usize;
     // This connection's share of the budget for partial frames, given
     // back when the reader ends.
     let mut charge = Charge::new(&shared.budget);
@@ -75,6 +85,8 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
         if !conn.with(|p| p.has_stream()) {
             stream = None;
         }
+        // Dropping a message stream the protocol let go stops it.
+        messages.retain(|(id, _)| conn.with(|p| p.has_message_stream(*id)));
         // Before the next read the budget must cover the partial frame
         // held (the read itself is within the free share).
         let freed = shared.budget.freed();
@@ -86,28 +98,100 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
         conn.with(|p| p.set_budget_wait(budget_wait, Instant::now().into_std()));
         let deadline = conn.with(|p| p.poll_timeout());
         let read = if may_read { stream.as_mut() } else { None };
-        let input = next_input(conn, read, may_read, freed, deadline).await;
+        let read_messages = may_read && conn.with(|p| p.may_read_messages());
+        let message_reads = if read_messages {
+            turn = turn.wrapping_add(1);
+            MessageReads::new(&mut messages, turn)
+        } else {
+            MessageReads::default()
+        };
+        let input = next_input(conn, read, message_reads, may_read, freed, deadline).await;
+        let control_fin = matches!(input, Input::Chunk(Ok(None)));
+        let now = Instant::now().into_std();
         conn.with(|p| match input {
-            Input::Stream(Ok(s)) => {
-                p.handle_stream();
-                stream = Some(s);
-            }
+            Input::Stream(Ok(s)) => match p.handle_stream(now) {
+                Some(StreamSlot::Control) => stream = Some(s),
+                Some(StreamSlot::Message(id)) => messages.push((id, s)),
+                None => {}
+            },
             Input::Stream(Err(e)) => p.handle_connection_lost(e, conn.connection.remote_close()),
-            Input::Chunk(Ok(Some(chunk))) => p.handle_chunk(chunk, Instant::now().into_std()),
-            Input::Chunk(Ok(None)) => p.handle_stream_end(Instant::now().into_std()),
+            Input::Chunk(Ok(Some(chunk))) => p.handle_chunk(chunk, now),
+            Input::Chunk(Ok(None)) => p.handle_stream_end(now),
             Input::Chunk(Err(e)) => p.handle_stream_error(e),
-            Input::Timeout => p.handle_timeout(Instant::now().into_std()),
+            Input::Message(id, Ok(Some(chunk))) => p.handle_message_chunk(id, chunk, now),
+            Input::Message(id, Ok(None)) => p.handle_message_end(id),
+            Input::Message(id, Err(e)) => p.handle_message_error(id, e),
+            Input::Timeout => p.handle_timeout(now),
             Input::Woken => {}
         });
+        if control_fin && conn.with(|p| p.wire_version()) == WireVersion::V1 {
+            // The peer finishes its control stream only once the peer's
+            // QUIC acknowledged every message stream it opened before, so
+            // those are all here to accept now: take them before the FIN
+            // is judged, so that their messages come first.
+            for _ in 0..=shared.config.max_message_streams {
+                let Some(Ok(s)) = ready_now(conn.connection.accept_uni()) else {
+                    break;
+                };
+                if let Some(StreamSlot::Message(id)) = conn.with(|p| p.handle_stream(now)) {
+                    messages.push((id, s));
+                }
+            }
+        }
     }
 }
 
-/// The next input: a chunk of `stream` (when given), a new stream, a
-/// wake-up, the deadline, or (when `!may_read`, waiting for the budget)
-/// `freed`.
+/// The output of `fut` if it is ready at its first poll.
+fn ready_now<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+type ChunkRead<'a> = BoxFut<'a, Result<Option<Bytes>, CoreError>>;
+
+/// One read on each message stream, polled in turn from a rotating start.
+#[derive(Default)]
+struct MessageReads<'a> {
+    reads: Vec<(MsgId, ChunkRead<'a>)>,
+}
+
+impl<'a> MessageReads<'a> {
+    fn new(streams: &'a mut [(MsgId, DynRecvStream)], turn: usize) -> Self {
+        let n = streams.len().max(1);
+        let mut reads: Vec<(MsgId, ChunkRead<'a>)> = streams
+            .iter_mut()
+            .map(|(id, s)| (*id, s.read_chunk()))
+            .collect();
+        reads.rotate_left(turn % n);
+        Self { reads }
+    }
+
+    /// The first read to complete; never resolves without streams.
+    /// Cancel safe: reads lose no bytes when dropped.
+    async fn next(&mut self) -> Input {
+        std::future::poll_fn(|cx| {
+            for (id, read) in &mut self.reads {
+                if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                    return Poll::Ready(Input::Message(*id, r));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// The next input: a chunk of `stream` (when given), of a message stream,
+/// a new stream, a wake-up, the deadline, or (when `!may_read`, waiting for
+/// the budget) `freed`.
 async fn next_input(
     conn: &Conn,
     stream: Option<&mut DynRecvStream>,
+    mut messages: MessageReads<'_>,
     may_read: bool,
     freed: Notified<'_>,
     deadline: Option<std::time::Instant>,
@@ -119,10 +203,17 @@ async fn next_input(
                 r = conn.connection.accept_uni() => Input::Stream(r),
                 () = freed => Input::Woken,
             },
-            None => Input::Stream(conn.connection.accept_uni().await),
+            None => tokio::select! {
+                biased;
+                input = messages.next() => input,
+                r = conn.connection.accept_uni() => Input::Stream(r),
+            },
+            // The control stream first: its small messages are the ones a
+            // large message must not hold up.
             Some(stream) => tokio::select! {
                 biased;
                 r = stream.read_chunk() => Input::Chunk(r),
+                input = messages.next() => input,
                 r = conn.connection.accept_uni() => Input::Stream(r),
             },
         }

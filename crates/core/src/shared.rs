@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::budget::FrameBudget;
 use crate::config::CoreConfig;
-use crate::conn::Conn;
+use crate::conn::{Conn, WriteSettings};
 use crate::error::CoreError;
 use crate::peer_url::{PeerAddr, id_to_hex};
 use crate::proto::{ConnProto, EndReport, Role, Timeouts};
@@ -97,7 +97,7 @@ impl Shared {
     ) -> Arc<Conn> {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let opened_at_s = u64::try_from(self.clock.now_micros() / 1_000_000).unwrap_or(0);
-        let proto = ConnProto::new(
+        let mut proto = ConnProto::new(
             role,
             connection.remote_id(),
             self.limits,
@@ -108,12 +108,16 @@ impl Shared {
                 frame_progress: self.config.frame_progress_timeout,
             },
         );
+        proto.set_wire_version(connection.wire_version(), self.config.max_message_streams);
         Arc::new(Conn::new(
             serial,
             connection,
             proto,
             self.limits,
-            self.config.write_timeout,
+            WriteSettings {
+                timeout: self.config.write_timeout,
+                large_message_bytes: self.config.large_message_bytes,
+            },
             opened_at_s,
         ))
     }

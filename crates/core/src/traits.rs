@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::close::CloseCode;
 use crate::error::CoreError;
 use crate::peer_url::PeerAddr;
+use crate::version::WireVersion;
 
 /// A 32-byte endpoint id (an ed25519 public key in iroh).
 pub type EndpointId = [u8; 32];
@@ -97,7 +98,15 @@ pub trait Connection: Send + Sync + Debug + 'static {
     /// The peer's authenticated endpoint id.
     fn remote_id(&self) -> EndpointId;
 
-    /// Opens a unidirectional stream towards the peer.
+    /// The wire version negotiated for this connection (its ALPN). The
+    /// default is [`WireVersion::V0`], for a backend that offers no other.
+    fn wire_version(&self) -> WireVersion {
+        WireVersion::V0
+    }
+
+    /// Opens a unidirectional stream towards the peer. It MAY wait while
+    /// the peer allows no more open streams (QUIC's stream limit): that is
+    /// back-pressure, as flow control is for bytes.
     ///
     /// An error means the connection is gone.
     fn open_uni(&self) -> BoxFut<'_, Result<DynSendStream, CoreError>>;
@@ -154,6 +163,26 @@ pub trait SendStream: Send + Sync + Debug + 'static {
     /// stopped the stream. An error means that can no longer happen (the
     /// connection is gone).
     fn finish(&mut self) -> BoxFut<'_, Result<(), CoreError>>;
+
+    /// Sets the stream's send priority: bytes of a stream with a higher
+    /// priority go out before those of lower ones on the same connection.
+    /// The default (for a backend without priorities) does nothing.
+    fn set_priority(&mut self, priority: i32) {
+        let _ = priority;
+    }
+
+    /// Abandons the stream (QUIC `RESET_STREAM` with `code`): the peer's
+    /// reads of it fail, and bytes not yet received are never delivered.
+    /// The core resets a `kitsune2/1` message stream whose send was
+    /// cancelled mid-frame. Nothing can be written after it.
+    ///
+    /// The default does nothing; a backend that negotiates
+    /// [`WireVersion::V1`] MUST implement it (otherwise a cancelled large
+    /// send ends its stream as if finished, and the peer closes the
+    /// connection on the cut frame).
+    fn reset(&mut self, code: u32) {
+        let _ = code;
+    }
 }
 
 /// The most bytes one [`RecvStream::read_chunk`] may return: 64 KiB.

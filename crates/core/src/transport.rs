@@ -341,6 +341,7 @@ impl CoreTransport {
                 state: c.state(),
                 dialed_by_us: c.dialed_by_us,
                 partial_frame_bytes: c.with(|p| p.partial_frame_bytes()),
+                wire_version: c.with(|p| p.wire_version()),
             })
             .collect()
     }
@@ -364,6 +365,8 @@ pub struct ConnInfo {
     pub state: ConnState,
     /// True when this side dialed it.
     pub dialed_by_us: bool,
-    /// Bytes of the peer's stream held for a frame not yet complete.
+    /// Bytes of the peer's streams held for frames not yet complete.
     pub partial_frame_bytes: usize,
+    /// The negotiated wire version.
+    pub wire_version: crate::WireVersion,
 }

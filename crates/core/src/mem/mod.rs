@@ -11,6 +11,14 @@
 //! ([`MemNetwork::crash`]), and a home relay known down
 //! ([`MemEndpoint::set_home_relay_down`]). Raw bytes, malformed frames and
 //! streams stalled mid-frame come from driving a [`MemConnection`] by hand.
+//!
+//! Wire versions: an endpoint speaks `kitsune2/0` only unless
+//! [`MemNetwork::set_wire_version`] says more; a connection gets the
+//! highest version both ends speak, as ALPN negotiation gives.
+//! [`MemNetwork::set_stream_limit`] bounds the uni streams peers may have
+//! open towards an endpoint at once, as QUIC's `max_concurrent_uni_streams`
+//! (the trait's `open_uni` waits; [`MemConnection::open_raw`] ignores it,
+//! as a hostile peer would).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -26,6 +34,7 @@ use crate::close::CloseCode;
 use crate::error::CoreError;
 use crate::peer_url::{PeerAddr, id_to_hex};
 use crate::traits::{DynConnection, Endpoint, EndpointId};
+use crate::version::WireVersion;
 
 /// Chunks a stream buffers before its writer waits.
 const STREAM_CAPACITY: usize = 16;
@@ -47,6 +56,8 @@ struct Pair {
     closed: watch::Sender<Option<CloseInfo>>,
     /// Set by [`MemNetwork::crash`]: the side whose process is gone.
     crashed: Mutex<Option<EndpointId>>,
+    /// The negotiated version.
+    version: WireVersion,
 }
 
 impl Pair {
@@ -82,6 +93,8 @@ struct NetState {
     delay: HashMap<EndpointId, Duration>,
     fail_writes: HashSet<EndpointId>,
     latency: HashMap<EndpointId, Duration>,
+    versions: HashMap<EndpointId, WireVersion>,
+    stream_limits: HashMap<EndpointId, usize>,
     pairs: Vec<Weak<Pair>>,
 }
 
@@ -152,6 +165,28 @@ impl MemNetwork {
             .get(from)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Makes `id` speak every version up to `max` (the default is
+    /// [`WireVersion::V0`] only). Applies to connections made afterwards.
+    pub fn set_wire_version(&self, id: EndpointId, max: WireVersion) {
+        self.state
+            .lock()
+            .expect("poisoned")
+            .versions
+            .insert(id, max);
+    }
+
+    /// Lets peers have at most `limit` uni streams open towards `id` at
+    /// once (`None`: no limit, the default), as QUIC's
+    /// `max_concurrent_uni_streams`: a stream counts until `id`'s reader
+    /// has dropped it. Applies to connections made afterwards.
+    pub fn set_stream_limit(&self, id: EndpointId, limit: Option<usize>) {
+        let mut s = self.state.lock().expect("poisoned");
+        match limit {
+            Some(l) => s.stream_limits.insert(id, l),
+            None => s.stream_limits.remove(&id),
+        };
     }
 
     /// Makes every stream write by `from` fail (or work again).
@@ -274,12 +309,16 @@ impl MemEndpoint {
     /// Connects to `peer` as a raw connection, for tests that speak the
     /// protocol by hand.
     pub async fn connect_raw(&self, peer: &EndpointId) -> Result<Arc<MemConnection>, CoreError> {
-        let (delay, refuse, target) = {
+        let (delay, refuse, target, version, limits) = {
             let s = self.net.state.lock().expect("poisoned");
+            let version = |id| s.versions.get(id).copied().unwrap_or_default();
+            let limit = |id| s.stream_limits.get(id).copied();
             (
                 s.delay.get(peer).copied(),
                 s.refuse.contains(peer),
                 s.endpoints.get(peer).cloned(),
+                version(&self.id).min(version(peer)),
+                (limit(peer), limit(&self.id)),
             )
         };
         if let Some(d) = delay {
@@ -294,6 +333,7 @@ impl MemEndpoint {
             b: *peer,
             closed: watch::Sender::new(None),
             crashed: Mutex::new(None),
+            version,
         });
         self.net
             .state
@@ -304,15 +344,18 @@ impl MemEndpoint {
         let (to_b, b_in) = mpsc::unbounded_channel();
         let (to_a, a_in) = mpsc::unbounded_channel();
         let ours = Arc::new(MemConnection::new(
-            self.id,
-            *peer,
+            (self.id, *peer),
             pair.clone(),
-            to_b,
-            a_in,
+            (to_b, a_in),
+            limits.0,
             &self.net,
         ));
         let theirs = Arc::new(MemConnection::new(
-            *peer, self.id, pair, to_a, b_in, &self.net,
+            (*peer, self.id),
+            pair,
+            (to_a, b_in),
+            limits.1,
+            &self.net,
         ));
         target
             .send(theirs)

@@ -3,11 +3,12 @@
 //! took everything.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use kitsune2_api::BoxFut;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::{CloseInfo, MemNetwork, Pair, STREAM_CAPACITY};
 use crate::close::CloseCode;
@@ -16,6 +17,7 @@ use crate::peer_url::id_to_hex;
 use crate::traits::{
     Connection, DynRecvStream, DynSendStream, EndpointId, MAX_READ_CHUNK, RecvStream, SendStream,
 };
+use crate::version::WireVersion;
 
 /// One side of an in-memory connection.
 pub struct MemConnection {
@@ -24,6 +26,8 @@ pub struct MemConnection {
     pair: Arc<Pair>,
     to_peer: mpsc::UnboundedSender<MemRecvStream>,
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<MemRecvStream>>,
+    /// The peer's stream limit: a permit per stream open towards it.
+    open_permits: Option<Arc<Semaphore>>,
     net: Weak<MemNetwork>,
 }
 
@@ -36,12 +40,16 @@ impl fmt::Debug for MemConnection {
 }
 
 impl MemConnection {
+    /// One side: `(local, remote)` ids, the shared pair, `(to the peer,
+    /// from the peer)` stream channels, and the peer's stream limit.
     pub(super) fn new(
-        local: EndpointId,
-        remote: EndpointId,
+        (local, remote): (EndpointId, EndpointId),
         pair: Arc<Pair>,
-        to_peer: mpsc::UnboundedSender<MemRecvStream>,
-        incoming: mpsc::UnboundedReceiver<MemRecvStream>,
+        (to_peer, incoming): (
+            mpsc::UnboundedSender<MemRecvStream>,
+            mpsc::UnboundedReceiver<MemRecvStream>,
+        ),
+        peer_stream_limit: Option<usize>,
         net: &Arc<MemNetwork>,
     ) -> Self {
         Self {
@@ -50,29 +58,39 @@ impl MemConnection {
             pair,
             to_peer,
             incoming: tokio::sync::Mutex::new(incoming),
+            open_permits: peer_stream_limit.map(|l| Arc::new(Semaphore::new(l))),
             net: Arc::downgrade(net),
         }
     }
 
-    /// Opens a stream towards the peer, as the concrete type.
+    /// Opens a stream towards the peer, as the concrete type, ignoring the
+    /// peer's stream limit (as a hostile peer would).
     pub fn open_raw(&self) -> Result<MemSendStream, CoreError> {
+        self.open_with(None)
+    }
+
+    fn open_with(&self, permit: Option<OwnedSemaphorePermit>) -> Result<MemSendStream, CoreError> {
         if self.pair.is_closed() {
             return Err(CoreError::io("open_uni", "connection closed"));
         }
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         let delivered = Arc::new(watch::Sender::new(0));
+        let reset = Arc::new(AtomicBool::new(false));
         self.to_peer
             .send(MemRecvStream {
                 rx,
                 pending: None,
                 pair: self.pair.clone(),
                 delivered: delivered.clone(),
+                reset: reset.clone(),
+                _permit: permit,
             })
             .map_err(|_| CoreError::io("open_uni", "connection closed"))?;
         Ok(MemSendStream {
             tx: Some(tx),
             written: 0,
             delivered,
+            reset,
             pair: self.pair.clone(),
             from: self.local,
             net: self.net.clone(),
@@ -99,8 +117,24 @@ impl Connection for MemConnection {
             // Opening a stream is asynchronous on a real network: let other
             // tasks run here, as they could there.
             tokio::task::yield_now().await;
-            Ok(Box::new(self.open_raw()?) as DynSendStream)
+            let permit = match &self.open_permits {
+                None => None,
+                // The peer's stream limit: wait for one of its streams to go.
+                Some(permits) => Some(tokio::select! {
+                    p = permits.clone().acquire_owned() => {
+                        p.map_err(|_| CoreError::io("open_uni", "connection closed"))?
+                    }
+                    () = self.pair.wait_closed() => {
+                        return Err(CoreError::io("open_uni", "connection closed"));
+                    }
+                }),
+            };
+            Ok(Box::new(self.open_with(permit)?) as DynSendStream)
         })
+    }
+
+    fn wire_version(&self) -> WireVersion {
+        self.pair.version
     }
 
     fn accept_uni(&self) -> BoxFut<'_, Result<DynRecvStream, CoreError>> {
@@ -145,6 +179,8 @@ pub struct MemSendStream {
     /// Chunks the reader took ([`u64::MAX`] once it dropped the stream):
     /// what `finish` waits for, as QUIC waits for the peer's ack.
     delivered: Arc<watch::Sender<u64>>,
+    /// Set by [`SendStream::reset`]; the reader's next read fails.
+    reset: Arc<AtomicBool>,
     pair: Arc<Pair>,
     from: EndpointId,
     net: Weak<MemNetwork>,
@@ -223,6 +259,11 @@ impl SendStream for MemSendStream {
             }
         })
     }
+
+    fn reset(&mut self, _code: u32) {
+        self.reset.store(true, Ordering::SeqCst);
+        self.tx = None;
+    }
 }
 
 /// Receiving half of an in-memory stream.
@@ -233,6 +274,10 @@ pub struct MemRecvStream {
     /// kept here so that a cancelled read loses nothing.
     pending: Option<(tokio::time::Instant, Bytes)>,
     pair: Arc<Pair>,
+    /// The writer reset the stream: reads fail.
+    reset: Arc<AtomicBool>,
+    /// This stream's place in the reader's stream limit, freed on drop.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for MemRecvStream {
@@ -251,6 +296,14 @@ impl fmt::Debug for MemRecvStream {
 impl RecvStream for MemRecvStream {
     fn read_chunk(&mut self) -> BoxFut<'_, Result<Option<Bytes>, CoreError>> {
         Box::pin(async move {
+            let was_reset = |reset: &AtomicBool| {
+                reset
+                    .load(Ordering::SeqCst)
+                    .then(|| CoreError::io("read", "stream reset by the peer"))
+            };
+            if let Some(e) = was_reset(&self.reset) {
+                return Err(e);
+            }
             let next = async {
                 if self.pending.is_none() {
                     self.pending = self.rx.recv().await;
@@ -267,10 +320,15 @@ impl RecvStream for MemRecvStream {
                 self.delivered.send_modify(|d| *d = d.saturating_add(1));
                 chunk
             };
-            tokio::select! {
+            let chunk = tokio::select! {
                 biased;
-                c = next => Ok(c),
-                () = self.pair.wait_closed() => Err(CoreError::io("read", "connection closed")),
+                c = next => c,
+                () = self.pair.wait_closed() => return Err(CoreError::io("read", "connection closed")),
+            };
+            // The end of a reset stream is its reset, not a FIN.
+            match (chunk, was_reset(&self.reset)) {
+                (None, Some(e)) => Err(e),
+                (chunk, _) => Ok(chunk),
             }
         })
     }

@@ -143,6 +143,7 @@ impl ConnProto {
             }
         }
         self.decoder = None;
+        self.messages.open.clear();
     }
 
     /// The drain deadline passed.
@@ -337,7 +338,7 @@ mod tests {
             super::super::tests::TIMEOUTS,
         );
         p.start_drain(CoreError::Superseded, t0());
-        p.handle_stream();
+        p.handle_stream(t0());
         let mut bytes = super::super::tests::preflight(&super::super::tests::PEER).to_vec();
         bytes.extend_from_slice(&data(b"written before it lost"));
         p.handle_chunk(Bytes::from(bytes), t0());
@@ -346,12 +347,14 @@ mod tests {
         p.accept_preflight();
         assert!(matches!(p.poll_event(), Some(Event::Data(_))));
         assert_eq!(p.state(), ConnState::Draining, "never active");
-        p.handle_stream();
+        p.handle_stream(t0());
         p.handle_chunk(
             Frame::preflight("http://h:1/x", Bytes::new())
                 .encode(&kitsune2_iroh_codec::Limits::default())
                 .unwrap()
-                .to_bytes(), t0());
+                .to_bytes(),
+            t0(),
+        );
         assert!(p.poll_event().is_none());
         assert!(
             matches!(p.closed(), Some((CoreError::Codec(_), Initiator::Remote))),

@@ -54,11 +54,13 @@ use crate::error::{CoreError, Initiator};
 use crate::traits::EndpointId;
 
 mod drain;
+mod messages;
 mod recv;
 mod report;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use messages::{MsgId, StreamSlot};
 pub(crate) use report::EndReport;
 
 /// Where a connection is in its lifecycle, as seen from outside (see the
@@ -221,6 +223,9 @@ pub(crate) struct ConnProto {
     /// `(budget, since)` while the driver is not reading because the
     /// partial-frame budget (of `budget` bytes) has no room, since then.
     budget_wait: Option<(usize, Instant)>,
+    /// The wire version and, on `kitsune2/1`, the peer's message streams
+    /// (`messages.rs`).
+    messages: messages::Messages,
 }
 
 impl ConnProto {
@@ -255,6 +260,7 @@ impl ConnProto {
             reported: false,
             last_progress: now,
             budget_wait: None,
+            messages: messages::Messages::default(),
         }
     }
 
@@ -328,6 +334,17 @@ impl ConnProto {
             self.close(error, by);
             return;
         }
+        if self.message_deadline().is_some_and(|d| now >= d) {
+            if let Some((budget, _)) = self.budget_wait {
+                let secs = self.frame_progress_timeout.as_secs() * BUDGET_WAIT_FACTOR;
+                self.close(
+                    CoreError::FrameBudgetExhausted { budget, secs },
+                    Initiator::Local,
+                );
+                return;
+            }
+            self.message_timeouts(now);
+        }
         match self.state {
             State::Pending { deadline } if now >= deadline => {
                 let secs = self.preflight_timeout_secs;
@@ -344,10 +361,10 @@ impl ConnProto {
             State::Pending { deadline } | State::Draining { deadline, .. } => Some(deadline),
             _ => None,
         };
-        match (state, self.frame_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [state, self.frame_deadline(), self.message_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ---- output ----------------------------------------------------------
@@ -403,6 +420,7 @@ impl ConnProto {
         }
         self.state = State::Superseded { by };
         self.decoder = None;
+        self.messages.open.clear();
         self.events.clear();
         true
     }
@@ -416,6 +434,7 @@ impl ConnProto {
         debug!(%error, ?by, "connection closing");
         self.state = State::Closed { error, by };
         self.decoder = None;
+        self.messages.open.clear();
         self.events.clear();
         true
     }

@@ -17,12 +17,10 @@ use crate::peer_url::{PeerAddr, format_peer_url, id_to_hex};
 impl ConnProto {
     // ---- input -----------------------------------------------------------
 
-    /// The peer opened a new stream; its previous one, if any, is
-    /// abandoned (the peer sends on one stream at a time).
-    pub(crate) fn handle_stream(&mut self) {
-        if !self.is_open() {
-            return;
-        }
+    /// The peer's control stream (on `/0` its one stream) opened; its
+    /// previous one, if any, is abandoned (the peer sends on one stream at
+    /// a time). See [`handle_stream`](Self::handle_stream).
+    pub(super) fn handle_control_stream(&mut self) {
         if self.decoder.is_some() {
             debug!("peer opened a new stream; abandoning its previous one");
         }
@@ -48,7 +46,7 @@ impl ConnProto {
     /// buffered bytes: call after [`poll_event`](Self::poll_event)
     /// returned `None`, when only a partial frame is left).
     pub(crate) fn partial_frame_bytes(&self) -> usize {
-        self.decoder.as_ref().map_or(0, StreamDecoder::buffered_len)
+        self.decoder.as_ref().map_or(0, StreamDecoder::buffered_len) + self.message_bytes()
     }
 
     /// At `now` the driver stops reading the peer's stream because the
@@ -66,6 +64,7 @@ impl ConnProto {
             (None, Some(_)) => {
                 self.budget_wait = None;
                 self.last_progress = now;
+                self.restart_message_clocks(now);
             }
             (None, None) => {}
         }
@@ -74,14 +73,15 @@ impl ConnProto {
     /// When a partial frame of the peer must have received its next byte:
     /// only while one is partly received and frames are being decoded.
     pub(super) fn frame_deadline(&self) -> Option<Instant> {
-        let mid_frame = self.decoder.as_ref().is_some_and(StreamDecoder::is_mid_frame);
+        let mid_frame = self
+            .decoder
+            .as_ref()
+            .is_some_and(StreamDecoder::is_mid_frame);
         if !(self.may_decode() && mid_frame) {
             return None;
         }
         Some(match self.budget_wait {
-            Some((_, since)) => {
-                since + self.frame_progress_timeout * BUDGET_WAIT_FACTOR as u32
-            }
+            Some((_, since)) => since + self.frame_progress_timeout * BUDGET_WAIT_FACTOR as u32,
             None => self.last_progress + self.frame_progress_timeout,
         })
     }
@@ -147,6 +147,9 @@ impl ConnProto {
             if !self.may_decode() {
                 return None;
             }
+            if self.poll_messages() || self.poll_peer_finished() {
+                continue;
+            }
             let decoder = self.decoder.as_mut()?;
             match decoder.next_frame() {
                 Ok(Some(frame)) => self.on_frame(frame),
@@ -156,7 +159,7 @@ impl ConnProto {
                     self.stream_finished = false;
                     let at = self.fin_at.take();
                     match (end, at) {
-                        (Ok(()), Some(at)) => self.peer_finished(at),
+                        (Ok(()), Some(at)) => self.control_finished(at),
                         (Ok(()), None) => debug!("peer finished its stream"),
                         (Err(e), _) => self.stream_failed(e.into(), Initiator::Remote),
                     }
@@ -270,7 +273,10 @@ impl ConnProto {
             State::Draining { .. } => self.validated,
             _ => false,
         };
-        if past_preflight && !matches!(error, CoreError::Codec(_)) {
+        // On `/1` there is one control stream: its failure ends the
+        // connection (a new stream would be a message stream).
+        let v1 = self.wire_version() == crate::version::WireVersion::V1;
+        if past_preflight && !v1 && !matches!(error, CoreError::Codec(_)) {
             self.events.push_back(Event::StreamFailed(error));
         } else {
             self.close(error, by);

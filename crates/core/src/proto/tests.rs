@@ -66,7 +66,7 @@ fn proto(role: Role, t0: Instant) -> ConnProto {
 pub(super) fn active(t0: Instant) -> ConnProto {
     let mut p = proto(Role::Dialer, t0);
     assert!(p.poll_transmit().is_some());
-    p.handle_stream();
+    p.handle_stream(t0);
     p.handle_chunk(preflight(&PEER), t0);
     assert!(matches!(p.poll_event(), Some(Event::Preflight { .. })));
     assert!(p.activate());
@@ -83,7 +83,7 @@ fn preflight_then_data_after_activation() {
     let mut p = proto(Role::Acceptor, start);
     assert_eq!(p.state(), ConnState::Pending);
     assert!(!p.may_send_data(), "nothing before activation");
-    p.handle_stream();
+    p.handle_stream(t0());
     let mut bytes = preflight(&PEER).to_vec();
     bytes.extend_from_slice(&data(b"early"));
     p.handle_chunk(Bytes::from(bytes), t0());
@@ -112,7 +112,7 @@ fn preflight_then_data_after_activation() {
 #[test]
 fn data_before_the_preflight_ends_the_connection() {
     let mut p = proto(Role::Acceptor, t0());
-    p.handle_stream();
+    p.handle_stream(t0());
     p.handle_chunk(data(b"sneaky"), t0());
     assert!(p.poll_event().is_none());
     let (e, by) = closed_error(&p);
@@ -144,7 +144,7 @@ fn reading_again_after_a_budget_wait_restarts_the_peers_clock() {
 #[test]
 fn a_preflight_naming_another_endpoint_is_refused() {
     let mut p = proto(Role::Acceptor, t0());
-    p.handle_stream();
+    p.handle_stream(t0());
     p.handle_chunk(preflight(&[8; 32]), t0());
     assert!(p.poll_event().is_none());
     assert!(matches!(
@@ -157,7 +157,7 @@ fn a_preflight_naming_another_endpoint_is_refused() {
 #[test]
 fn a_preflight_url_that_is_not_a_peer_url_is_refused() {
     let mut p = proto(Role::Acceptor, t0());
-    p.handle_stream();
+    p.handle_stream(t0());
     p.handle_chunk(wire(Frame::preflight("not a url", Bytes::new())), t0());
     assert!(p.poll_event().is_none());
     assert!(matches!(
@@ -268,7 +268,7 @@ fn a_clean_stream_end_after_activation_starts_a_drain() {
 #[test]
 fn stream_errors_before_the_preflight_end_the_connection() {
     let mut p = proto(Role::Acceptor, t0());
-    p.handle_stream();
+    p.handle_stream(t0());
     let pf = preflight(&PEER);
     p.handle_chunk(pf.slice(..pf.len() / 2), t0());
     p.handle_stream_end(t0());
@@ -282,7 +282,7 @@ fn stream_errors_before_the_preflight_end_the_connection() {
     ));
 
     let mut p = proto(Role::Acceptor, t0());
-    p.handle_stream();
+    p.handle_stream(t0());
     p.handle_stream_error(CoreError::io("read", "reset"));
     assert!(matches!(
         closed_error(&p),
@@ -350,7 +350,7 @@ fn the_first_error_sticks() {
     assert!(!p.supersede(Initiator::Local));
     assert!(!p.activate());
     assert!(closed_error(&p).0.to_string().contains("first"));
-    p.handle_stream();
+    p.handle_stream(t0());
     p.handle_chunk(data(b"late"), t0());
     assert!(p.poll_event().is_none(), "nothing after the end");
     assert!(!p.has_stream());
@@ -453,7 +453,7 @@ fn a_preflight_must_be_a_kitsune2_preflight() {
     ];
     for (data, found) in cases {
         let mut p = proto(Role::Acceptor, t0());
-        p.handle_stream();
+        p.handle_stream(t0());
         p.handle_chunk(wire(Frame::preflight(url_of(&PEER).as_str(), data)), t0());
         assert!(p.poll_event().is_none(), "{found}: nothing handed on");
         match closed_error(&p) {
@@ -469,12 +469,12 @@ fn a_preflight_must_be_a_kitsune2_preflight() {
 #[test]
 fn the_peer_url_is_normalized_to_a_lower_case_id() {
     let mut p = proto(Role::Acceptor, t0());
-    p.handle_stream();
+    p.handle_stream(t0());
     let upper = format!("http://h:1/{}", id_to_hex(&PEER).to_uppercase());
-    p.handle_chunk(wire(Frame::preflight(
-        upper,
-        k2(K2WireType::Preflight, b"pf"),
-    )), t0());
+    p.handle_chunk(
+        wire(Frame::preflight(upper, k2(K2WireType::Preflight, b"pf"))),
+        t0(),
+    );
     match p.poll_event() {
         Some(Event::Preflight { url, .. }) => assert_eq!(url, url_of(&PEER)),
         other => panic!("{other:?}"),
@@ -559,7 +559,7 @@ fn a_frame_held_up_by_the_budget_names_the_budget() {
 fn a_partial_preflight_has_both_deadlines_and_the_earlier_wins() {
     let t0 = t0();
     let mut p = proto(Role::Acceptor, t0);
-    p.handle_stream();
+    p.handle_stream(t0);
     let pf = preflight(&PEER);
     p.handle_chunk(pf.slice(..pf.len() / 2), t0);
     assert!(p.poll_event().is_none());
