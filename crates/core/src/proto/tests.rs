@@ -571,3 +571,118 @@ fn a_partial_preflight_has_both_deadlines_and_the_earlier_wins() {
         (CoreError::PreflightTimeout { .. }, _)
     ));
 }
+
+// ---- kitsune2/1 message streams ------------------------------------------
+
+/// An active `/1` proto with its control stream open.
+fn active_v1(t0: Instant) -> ConnProto {
+    let mut p = proto(Role::Dialer, t0);
+    p.set_wire_version(crate::version::WireVersion::V1, 2);
+    assert!(p.poll_transmit().is_some());
+    assert_eq!(p.handle_stream(t0), Some(StreamSlot::Control));
+    p.handle_chunk(preflight(&PEER), t0);
+    assert!(matches!(p.poll_event(), Some(Event::Preflight { .. })));
+    assert!(p.activate());
+    p
+}
+
+fn message_id(slot: Option<StreamSlot>) -> MsgId {
+    match slot {
+        Some(StreamSlot::Message(id)) => id,
+        other => panic!("not a message stream: {other:?}"),
+    }
+}
+
+#[test]
+fn the_peers_fin_counts_once_its_message_streams_have_ended() {
+    let mut p = active_v1(t0());
+    let id = message_id(p.handle_stream(t0()));
+    let large = data(b"the large one");
+    p.handle_message_chunk(id, large.slice(..6), t0());
+    // The control FIN arrives while the message stream is mid-frame.
+    p.handle_stream_end(t0());
+    assert!(p.poll_event().is_none(), "no PeerFinished yet");
+    assert_eq!(p.state(), ConnState::Active);
+    p.handle_message_chunk(id, large.slice(6..), t0());
+    assert!(matches!(p.poll_event(), Some(Event::Data(d)) if &d[..] == b"the large one"));
+    assert!(p.poll_event().is_none(), "the stream has not ended yet");
+    p.handle_message_end(id);
+    assert!(matches!(p.poll_event(), Some(Event::PeerFinished)));
+    assert!(!p.has_message_stream(id));
+}
+
+#[test]
+fn message_streams_wait_for_the_preflight_and_count_against_the_limit() {
+    let mut p = proto(Role::Acceptor, t0());
+    p.set_wire_version(crate::version::WireVersion::V1, 2);
+    assert_eq!(p.handle_stream(t0()), Some(StreamSlot::Control));
+    let a = message_id(p.handle_stream(t0()));
+    p.handle_message_chunk(a, data(b"early"), t0());
+    assert!(!p.may_read_messages(), "not before the preflight");
+    assert!(p.poll_event().is_none());
+    let _b = message_id(p.handle_stream(t0()));
+    assert_eq!(p.handle_stream(t0()), None, "a third is one too many");
+    let (e, by) = closed_error(&p);
+    assert!(
+        matches!(e, CoreError::TooManyMessageStreams { max: 2 }),
+        "{e}"
+    );
+    assert_eq!(by, Initiator::Remote);
+}
+
+#[test]
+fn a_preflight_or_a_second_frame_on_a_message_stream_ends_the_connection() {
+    for bad in [
+        preflight(&PEER),
+        [data(b"one"), data(b"two")].concat().into(),
+    ] {
+        let mut p = active_v1(t0());
+        let id = message_id(p.handle_stream(t0()));
+        p.handle_message_chunk(id, bad, t0());
+        while p.poll_event().is_some() {}
+        let (e, _) = closed_error(&p);
+        assert!(matches!(e, CoreError::Codec(_)), "{e}");
+    }
+}
+
+#[test]
+fn a_failed_message_stream_is_discarded_alone() {
+    let mut p = active_v1(t0());
+    let id = message_id(p.handle_stream(t0()));
+    p.handle_message_chunk(id, data(b"cut short").slice(..7), t0());
+    assert!(p.partial_frame_bytes() > 0);
+    p.handle_message_error(id, CoreError::io("read", "reset"));
+    assert!(matches!(p.poll_event(), Some(Event::StreamFailed(_))));
+    assert_eq!(p.partial_frame_bytes(), 0);
+    assert_eq!(p.state(), ConnState::Active);
+    p.handle_chunk(data(b"small"), t0());
+    assert!(matches!(p.poll_event(), Some(Event::Data(d)) if &d[..] == b"small"));
+}
+
+#[test]
+fn a_silent_message_stream_is_dropped_at_the_progress_deadline() {
+    let start = t0();
+    let mut p = active_v1(start);
+    let id = message_id(p.handle_stream(start));
+    p.handle_message_chunk(id, data(b"never ends"), start);
+    assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+    assert_eq!(p.poll_timeout(), Some(start + PROGRESS));
+    p.handle_timeout(start + PROGRESS - Duration::from_millis(1));
+    assert!(p.has_message_stream(id));
+    p.handle_timeout(start + PROGRESS);
+    assert!(!p.has_message_stream(id));
+    assert!(matches!(
+        p.poll_event(),
+        Some(Event::StreamFailed(CoreError::FrameStalled { .. }))
+    ));
+    assert_eq!(p.state(), ConnState::Active);
+    assert_eq!(p.poll_timeout(), None);
+}
+
+#[test]
+fn on_v1_a_failed_control_stream_ends_the_connection() {
+    let mut p = active_v1(t0());
+    p.handle_stream_error(CoreError::io("read", "reset"));
+    while p.poll_event().is_some() {}
+    assert!(p.closed().is_some());
+}
