@@ -1,6 +1,11 @@
 //! The iroh endpoint as the kitsune2 wire protocol needs it.
 //!
-//! - ALPN [`ALPN`] (`kitsune2/0`) only.
+//! - ALPNs [`ALPN_V1`] (`kitsune2/1`, preferred) and [`ALPN`]
+//!   (`kitsune2/0`, the incumbent's): a dialer offers both, an acceptor
+//!   picks `/1` when the dialer offers it; a peer that speaks only `/0` gets
+//!   `/0`, byte for byte.
+//! - At most [`MAX_UNI_STREAMS`] uni streams from the peer open at once:
+//!   the `/1` message streams the core allows, plus the control stream.
 //! - QUIC keep-alive after [`KEEP_ALIVE_INTERVAL`] (1 s) without a packet
 //!   from the peer, idle timeout [`MAX_IDLE_TIMEOUT`] (8 s): a peer that
 //!   sends nothing for 8 s (it acknowledges neither our data nor our
@@ -15,15 +20,25 @@
 use crate::error::{IrohTransportError, Result};
 use crate::iroh_types::{
     Endpoint, Minimal, PortmapperConfig, QuicTransportConfig, RelayConfig, RelayMap, RelayMode,
-    RelayUrl, SecretKey,
+    RelayUrl, SecretKey, VarInt,
 };
 use crate::url::is_loopback_relay;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The ALPN of the kitsune2 iroh wire protocol.
-pub const ALPN: &[u8] = b"kitsune2/0";
+/// The ALPN of the kitsune2 iroh wire protocol, `kitsune2/0`: the
+/// incumbent's, and ours with a peer that speaks only it.
+pub const ALPN: &[u8] = kitsune2_iroh_core::ALPN_V0;
+
+/// The ALPN of `kitsune2/1` (a large message on a stream of its own; see
+/// `docs/wire-format.md`), preferred between two nodes of this crate.
+pub const ALPN_V1: &[u8] = kitsune2_iroh_core::ALPN_V1;
+
+/// QUIC's `max_concurrent_uni_streams`: the core's default
+/// `max_message_streams` (16) plus the control stream. A peer that has as
+/// many open waits to open another (back-pressure).
+pub const MAX_UNI_STREAMS: u32 = kitsune2_iroh_core::DEFAULT_MAX_MESSAGE_STREAMS as u32 + 1;
 
 /// Time without a packet from the peer after which QUIC sends a keep-alive
 /// (a PING the peer acknowledges): 1 s. A live peer is so heard from at
@@ -98,6 +113,27 @@ pub(crate) async fn insert_relay(endpoint: &Endpoint, url: RelayUrl, token: Opti
 /// socket cannot be bound; [`IrohTransportError::TimeoutOutOfRange`] if the
 /// idle timeout does not fit QUIC's varint.
 pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
+    bind(options, true).await
+}
+
+/// Test-only: binds an endpoint as [`bind_endpoint`] does, but with no IP
+/// transport at all (`options.bind_addr` is ignored), so that every packet
+/// to and from it goes through its home relay and no direct path can form.
+///
+/// This is the path two peers get when holepunching fails; the benchmarks
+/// use it to measure the relayed path on loopback, where a direct path
+/// would otherwise always win. A node bound this way can only reach, and
+/// be reached by, peers on the same relay. Not for production use.
+///
+/// # Errors
+///
+/// As [`bind_endpoint`].
+pub async fn bind_relay_only_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
+    bind(options, false).await
+}
+
+/// [`bind_endpoint`], with IP transports (UDP sockets) when `ip` is true.
+async fn bind(options: &EndpointOptions, ip: bool) -> Result<Endpoint> {
     let idle = MAX_IDLE_TIMEOUT
         .try_into()
         .map_err(|_| IrohTransportError::TimeoutOutOfRange {
@@ -106,6 +142,7 @@ pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
     let transport = QuicTransportConfig::builder()
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .max_idle_timeout(Some(idle))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
         .build();
     let relay_mode = match &options.relay_url {
         Some(_) if options.defer_relay => RelayMode::Custom(RelayMap::empty()),
@@ -114,10 +151,12 @@ pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
     };
     let mut builder = Endpoint::builder(Minimal)
         .relay_mode(relay_mode)
-        .alpns(vec![ALPN.to_vec()])
+        .alpns(vec![ALPN_V1.to_vec(), ALPN.to_vec()])
         .transport_config(transport)
         .portmapper_config(PortmapperConfig::Disabled);
-    if let Some(addr) = options.bind_addr {
+    if !ip {
+        builder = builder.clear_ip_transports();
+    } else if let Some(addr) = options.bind_addr {
         builder = builder
             .clear_ip_transports()
             .bind_addr(addr)

@@ -2,7 +2,7 @@
 //! plug in, building the core's transport over an iroh endpoint.
 
 use crate::config::{IrohTransportConfig, IrohTransportModConfig};
-use crate::endpoint::{EndpointOptions, bind_endpoint};
+use crate::endpoint::{EndpointOptions, bind_endpoint, bind_relay_only_endpoint};
 use crate::error::IrohTransportError;
 use crate::iroh_endpoint::IrohEndpoint;
 use crate::relay_auth::RelayAuth;
@@ -30,6 +30,7 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct IrohTransportFactory {
     bind_addr: Option<SocketAddr>,
+    relay_only: bool,
 }
 
 impl IrohTransportFactory {
@@ -43,6 +44,19 @@ impl IrohTransportFactory {
     pub fn create_bound(bind_addr: SocketAddr) -> DynTransportFactory {
         Arc::new(Self {
             bind_addr: Some(bind_addr),
+            relay_only: false,
+        })
+    }
+
+    /// Test-only: a factory whose main endpoint has no IP transport
+    /// ([`bind_relay_only_endpoint`]), so all its traffic goes through its
+    /// relay, as between peers whose holepunching fails. For benchmarks
+    /// and tests of the relayed path on loopback; not for production use.
+    /// Endpoints for per-space relays are bound as usual.
+    pub fn create_relay_only() -> DynTransportFactory {
+        Arc::new(Self {
+            bind_addr: None,
+            relay_only: true,
         })
     }
 }
@@ -76,11 +90,13 @@ impl TransportFactory for IrohTransportFactory {
         handler: DynTxHandler,
     ) -> BoxFut<'static, K2Result<DynTransport>> {
         let bind_addr = self.bind_addr;
+        let relay_only = self.relay_only;
         Box::pin(async move {
             let config = read_config(&builder.config)?.iroh_transport;
-            create_transport(
+            create(
                 &config,
                 bind_addr,
+                relay_only,
                 builder.auth_material_relay.clone(),
                 handler,
             )
@@ -112,6 +128,18 @@ pub async fn create_transport(
     auth_material_relay: Option<Vec<u8>>,
     handler: DynTxHandler,
 ) -> K2Result<DynTransport> {
+    create(config, bind_addr, false, auth_material_relay, handler).await
+}
+
+/// [`create_transport`], the main endpoint without IP transports when
+/// `relay_only` ([`IrohTransportFactory::create_relay_only`]).
+async fn create(
+    config: &IrohTransportConfig,
+    bind_addr: Option<SocketAddr>,
+    relay_only: bool,
+    auth_material_relay: Option<Vec<u8>>,
+    handler: DynTxHandler,
+) -> K2Result<DynTransport> {
     config.validate_for_create()?;
     let relay_url = config
         .relay_url
@@ -121,13 +149,17 @@ pub async fn create_transport(
     // Authentication applies when there is a relay of our own and auth
     // material; the relay is then inserted only once a token is in hand.
     let auth_material = auth_material_relay.filter(|_| relay_url.is_some());
-    let endpoint = bind_endpoint(&EndpointOptions {
+    let options = EndpointOptions {
         relay_url: relay_url.clone(),
         bind_addr,
         secret_key: None,
         defer_relay: auth_material.is_some(),
-    })
-    .await?;
+    };
+    let endpoint = if relay_only {
+        bind_relay_only_endpoint(&options).await?
+    } else {
+        bind_endpoint(&options).await?
+    };
     let key = *endpoint.id().as_bytes();
     let keepalive_interval = Duration::from_secs(u64::from(config.relay_keepalive_interval_s));
     let endpoint = Arc::new(
