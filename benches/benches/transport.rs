@@ -1,19 +1,29 @@
 //! End to end over the embedded relay: two transports of this crate against
-//! two transports of the incumbent, `kitsune2_transport_iroh`, side by side.
+//! two transports of the incumbent, `kitsune2_transport_iroh`, and two bare
+//! iroh endpoints carrying the same frames (the baseline), side by side.
 //!
 //! ```text
 //! cargo bench -p kitsune2-iroh-benches --bench transport -- --warm-up-time 1 --measurement-time 3
+//! RELAY_ONLY=1 cargo bench -p kitsune2-iroh-benches --bench transport -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
-//! Each pair (A, B) is built on kitsune2's test builder with the same
-//! config JSON (`relayUrl` = the embedded relay on 127.0.0.1,
-//! `relayAllowPlainText`), connected by one warm-up message, then measured:
+//! Each kitsune2 pair (A, B) is built on kitsune2's test builder with the
+//! same config JSON (`relayUrl` = the embedded relay on 127.0.0.1,
+//! `relayAllowPlainText`); the bare pair is two raw iroh endpoints bound as
+//! ours binds them (`common::bare`). Each pair is connected by one warm-up
+//! message, then measured:
 //!
-//! - `throughput`: A sends a batch of space notifies one after the other
-//!   (`send_space_notify(..).await`); the time runs until B's space handler
-//!   has received all of them. Throughput counts payload bytes.
-//! - `round_trip`: A sends one message, B's space handler hands it to a task
-//!   that sends it back, A's handler receives it.
+//! - `throughput`: A sends a batch of messages one after the other (a
+//!   kitsune2 pair: `send_space_notify(..).await`; bare: one frame written
+//!   with `write_all_chunks`); the time runs until B's handler (or B's
+//!   reader) has received all of them. Throughput counts payload bytes.
+//! - `round_trip`: A sends one message, B's handler (reader) hands it to a
+//!   task that sends it back, A's handler (reader) receives it.
+//!
+//! With `RELAY_ONLY=1`, ours and bare iroh are bound without IP
+//! transports (the adapter's test-only relay-only mode), so every packet
+//! goes through the relay; the incumbent, which has no such mode, is left
+//! out.
 //!
 //! Nodes are built and connected outside the measured closures; every wait
 //! is bounded and panics with a message saying what did not arrive.
@@ -24,41 +34,86 @@ use bytes::Bytes;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
+use iroh::endpoint::{Connection, SendStream};
+use kitsune2_api::{DynTransport, DynTransportFactory, Url};
 use kitsune2_iroh::relay::EmbeddedRelay;
+use kitsune2_iroh::{Endpoint, RelayUrl};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at};
 
 mod common;
 use common::*;
 
-/// Payload sizes: 1 KiB, 64 KiB, 1 MiB.
+/// Throughput payload sizes: 1 KiB, 64 KiB, 1 MiB.
 const SIZES: [usize; 3] = [1024, 64 * 1024, 1024 * 1024];
+
+/// Round-trip payload sizes: 100 B, 1 KiB, 64 KiB, 1 MiB.
+const RTT_SIZES: [usize; 4] = [100, 1024, 64 * 1024, 1024 * 1024];
 
 /// Messages per measured batch of `size`-byte payloads.
 fn batch(size: usize) -> usize {
     if size >= 1024 * 1024 { 20 } else { 100 }
 }
 
-/// A connected pair of one crate: A measures, B counts and echoes.
+/// What A sends through.
+enum Sender {
+    /// A kitsune2 transport and B's URL.
+    K2 { transport: DynTransport, to: Url },
+    /// A's uni stream to B.
+    Bare(SendStream),
+}
+
+impl Sender {
+    async fn send(&mut self, name: &str, msg: Bytes) {
+        match self {
+            Self::K2 { transport, to } => transport
+                .send_space_notify(to.clone(), space(), msg)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: send to B failed: {e}")),
+            Self::Bare(send) => bare::write_frame(send, msg).await,
+        }
+    }
+}
+
+/// What is closed at the end.
+enum Owned {
+    K2([DynTransport; 2]),
+    Bare([Endpoint; 2]),
+}
+
+/// A connected pair: A measures, B counts and echoes.
 struct Pair {
     name: &'static str,
-    a: Node,
-    b: Node,
-    /// Sends B's received `ECHO` messages back to A through B's transport.
-    echo_task: tokio::task::JoinHandle<()>,
+    send: Sender,
+    /// The `SINK` messages B received.
+    b_sink: mpsc::UnboundedReceiver<Bytes>,
+    /// `ECHO` messages back at A.
+    a_echo: mpsc::UnboundedReceiver<Bytes>,
+    /// A's transport, for its network stats (kitsune2 pairs).
+    a_transport: Option<DynTransport>,
+    /// A's connection (bare pairs).
+    a_conn: Option<Connection>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    owned: Owned,
 }
 
 impl Pair {
-    async fn start(name: &'static str, relay_url: &str, ours: bool) -> Self {
+    /// A kitsune2 pair of `factory`'s crate.
+    async fn k2(
+        name: &'static str,
+        relay_url: &str,
+        factory: fn() -> DynTransportFactory,
+        ours: bool,
+    ) -> Self {
         let t0 = Instant::now();
-        let a = node(factory(ours), relay_url, ours).await;
-        let mut b = node(factory(ours), relay_url, ours).await;
+        let a = node(factory(), relay_url, ours).await;
+        let b = node(factory(), relay_url, ours).await;
         eprintln!(
             "{name}: two nodes have listening addresses after {:?}",
             t0.elapsed()
         );
         // B's echo task: every ECHO message goes back to A.
-        let mut echo_rx = std::mem::replace(&mut b.echo, mpsc::unbounded_channel().1);
+        let mut echo_rx = b.echo;
         let b_transport = b.transport.clone();
         let a_url = a.url.clone();
         let echo_task = tokio::spawn(async move {
@@ -73,30 +128,79 @@ impl Pair {
         });
         let mut pair = Self {
             name,
-            a,
-            b,
-            echo_task,
+            send: Sender::K2 {
+                transport: a.transport.clone(),
+                to: b.url.clone(),
+            },
+            b_sink: b.sink,
+            a_echo: a.echo,
+            a_transport: Some(a.transport.clone()),
+            a_conn: None,
+            tasks: vec![echo_task],
+            owned: Owned::K2([a.transport, b.transport]),
         };
-        // Warm-up: connects A to B and B back to A.
-        let t1 = Instant::now();
-        pair.round_trip(&tagged(ECHO, 16)).await;
-        eprintln!(
-            "{name}: first round trip (connect) took {:?}; direct: {}",
-            t1.elapsed(),
-            pair.direct().await
-        );
+        pair.warm_up(t0).await;
         pair
+    }
+
+    /// A bare iroh pair: `relay_only` binds it without IP transports.
+    async fn bare(name: &'static str, relay: &RelayUrl, relay_only: bool) -> Self {
+        let t0 = Instant::now();
+        let a = bare::endpoint(relay, relay_only).await;
+        let b = bare::endpoint(relay, relay_only).await;
+        eprintln!("{name}: two endpoints online after {:?}", t0.elapsed());
+        let t1 = Instant::now();
+        let (a_conn, b_conn) =
+            tokio::join!(bare::connect(&a, bare::addr(&b, relay)), bare::accept(&b));
+        let a_send = a_conn.open_uni().await.expect("A opens its stream");
+        let mut b_send = b_conn.open_uni().await.expect("B opens its stream");
+        let (sink_tx, b_sink) = mpsc::unbounded_channel();
+        let (b_echo_tx, mut b_echo) = mpsc::unbounded_channel();
+        let (a_echo_tx, a_echo) = mpsc::unbounded_channel();
+        let (unused_tx, _) = mpsc::unbounded_channel();
+        let b_reader = tokio::spawn(bare::read_loop(b_conn, sink_tx, b_echo_tx));
+        let a_reader = tokio::spawn(bare::read_loop(a_conn.clone(), unused_tx, a_echo_tx));
+        let echo_task = tokio::spawn(async move {
+            while let Some(data) = b_echo.recv().await {
+                bare::write_frame(&mut b_send, data).await;
+            }
+        });
+        let mut pair = Self {
+            name,
+            send: Sender::Bare(a_send),
+            b_sink,
+            a_echo,
+            a_transport: None,
+            a_conn: Some(a_conn),
+            tasks: vec![b_reader, a_reader, echo_task],
+            owned: Owned::Bare([a, b]),
+        };
+        pair.warm_up(t1).await;
+        pair
+    }
+
+    async fn warm_up(&mut self, t: Instant) {
+        let t1 = Instant::now();
+        self.round_trip(&tagged(ECHO, 16)).await;
+        eprintln!(
+            "{}: first round trip (connect) took {:?} ({:?} since {}); direct: {}",
+            self.name,
+            t1.elapsed(),
+            t.elapsed(),
+            if self.a_conn.is_some() {
+                "the dial"
+            } else {
+                "the nodes' start"
+            },
+            self.direct().await
+        );
     }
 
     /// Sends one message from A and waits for B's echo.
     async fn round_trip(&mut self, msg: &Bytes) -> Duration {
         let start = Instant::now();
-        self.a
-            .transport
-            .send_space_notify(self.b.url.clone(), space(), msg.clone())
-            .await
-            .unwrap_or_else(|e| panic!("{}: send to B failed: {e}", self.name));
-        let back = timeout(MESSAGE_BOUND, self.a.echo.recv())
+        self.send.send(self.name, msg.clone()).await;
+        let back = timeout(MESSAGE_BOUND, self.a_echo.recv())
             .await
             .unwrap_or_else(|_| {
                 panic!(
@@ -122,14 +226,10 @@ impl Pair {
         let start = Instant::now();
         let deadline = tokio::time::Instant::from_std(start) + MESSAGE_BOUND;
         for _ in 0..n {
-            self.a
-                .transport
-                .send_space_notify(self.b.url.clone(), space(), msg.clone())
-                .await
-                .unwrap_or_else(|e| panic!("{}: send to B failed: {e}", self.name));
+            self.send.send(self.name, msg.clone()).await;
         }
         for got in 0..n {
-            let len = timeout_at(deadline, self.b.sink.recv())
+            let got_msg = timeout_at(deadline, self.b_sink.recv())
                 .await
                 .unwrap_or_else(|_| {
                     panic!(
@@ -139,14 +239,34 @@ impl Pair {
                     )
                 })
                 .unwrap_or_else(|| panic!("{}: B's handler is gone", self.name));
-            assert_eq!(len, msg.len(), "{}: message has the wrong size", self.name);
+            assert_eq!(
+                got_msg.len(),
+                msg.len(),
+                "{}: message has the wrong size",
+                self.name
+            );
         }
         start.elapsed()
     }
 
-    /// Whether A's connection to B is direct, as A's network stats say.
+    /// Whether A's connection to B is direct: A's network stats for a
+    /// kitsune2 pair, the selected path of A's connection for a bare one.
     async fn direct(&self) -> String {
-        match self.a.transport.dump_network_stats().await {
+        if let Some(conn) = &self.a_conn {
+            return format!(
+                "[{}]",
+                conn.paths()
+                    .iter()
+                    .filter(|p| p.is_selected())
+                    .map(|p| p.is_ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let Some(transport) = &self.a_transport else {
+            return "unknown".to_owned();
+        };
+        match transport.dump_network_stats().await {
             Ok(s) => format!(
                 "{:?}",
                 s.transport_stats
@@ -160,10 +280,27 @@ impl Pair {
     }
 
     async fn close(self) {
-        self.echo_task.abort();
-        self.a.transport.close().await;
-        self.b.transport.close().await;
+        for t in self.tasks {
+            t.abort();
+        }
+        match self.owned {
+            Owned::K2(transports) => {
+                for t in transports {
+                    t.close().await;
+                }
+            }
+            Owned::Bare(endpoints) => {
+                for ep in endpoints {
+                    bare::close(ep).await;
+                }
+            }
+        }
     }
+}
+
+/// Whether `RELAY_ONLY` is set (to anything but `0`).
+fn relay_only() -> bool {
+    std::env::var("RELAY_ONLY").is_ok_and(|v| v != "0")
 }
 
 fn transport(c: &mut Criterion) {
@@ -171,9 +308,19 @@ fn transport(c: &mut Criterion) {
     let (relay, mut pairs) = rt.block_on(async {
         let relay = EmbeddedRelay::start().await.expect("embedded relay");
         let url = relay.url().to_string();
-        let ours = Pair::start("ours", &url, true).await;
-        let theirs = Pair::start("theirs", &url, false).await;
-        (relay, [ours, theirs])
+        let pairs = if relay_only() {
+            vec![
+                Pair::k2("ours_relay", &url, factory_relay_only, true).await,
+                Pair::bare("bare_relay", relay.url(), true).await,
+            ]
+        } else {
+            vec![
+                Pair::k2("ours", &url, || factory(true), true).await,
+                Pair::k2("theirs", &url, || factory(false), false).await,
+                Pair::bare("bare", relay.url(), false).await,
+            ]
+        };
+        (relay, pairs)
     });
 
     let mut g = c.benchmark_group("throughput");
@@ -200,7 +347,7 @@ fn transport(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("round_trip");
-    for size in SIZES {
+    for size in RTT_SIZES {
         let msg = tagged(ECHO, size);
         g.throughput(Throughput::Bytes(size as u64));
         g.sample_size(if size >= 1024 * 1024 { 10 } else { 50 });

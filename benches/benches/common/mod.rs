@@ -2,6 +2,8 @@
 //! over the embedded relay, with a handler that counts and echoes.
 #![allow(dead_code, unreachable_pub)] // reason: each bench binary uses a subset
 
+pub mod bare;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,12 @@ pub fn factory(ours: bool) -> DynTransportFactory {
     } else {
         kitsune2_transport_iroh::IrohTransportFactory::create()
     }
+}
+
+/// Ours without IP transports: everything goes through the relay (the
+/// adapter's test-only `create_relay_only`).
+pub fn factory_relay_only() -> DynTransportFactory {
+    IrohTransportFactory::create_relay_only()
 }
 
 /// First payload byte of a message B's handler sends back to A.
@@ -65,8 +73,8 @@ impl TxHandler for Handler {}
 /// The space handler: routes each notify by its first byte.
 #[derive(Debug)]
 pub struct SpaceSide {
-    /// Lengths of received `SINK` messages.
-    pub sink: mpsc::UnboundedSender<usize>,
+    /// Received `SINK` messages.
+    pub sink: mpsc::UnboundedSender<Bytes>,
     /// Received `ECHO` messages.
     pub echo: mpsc::UnboundedSender<Bytes>,
 }
@@ -78,7 +86,7 @@ impl TxSpaceHandler for SpaceSide {
         if data.first() == Some(&ECHO) {
             let _ = self.echo.send(data);
         } else {
-            let _ = self.sink.send(data.len());
+            let _ = self.sink.send(data);
         }
         Ok(())
     }
@@ -95,7 +103,7 @@ impl TxSpaceHandler for SpaceSide {
 pub struct Node {
     pub transport: DynTransport,
     pub url: Url,
-    pub sink: mpsc::UnboundedReceiver<usize>,
+    pub sink: mpsc::UnboundedReceiver<Bytes>,
     pub echo: mpsc::UnboundedReceiver<Bytes>,
 }
 
