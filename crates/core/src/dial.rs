@@ -54,8 +54,11 @@ impl Shared {
             // peer cannot have the frame, so it goes once more elsewhere.
             let deliberate = conn.ended_deliberately();
             if !deliberate {
-                // A failed connection: its reader reports the loss. (One
-                // closed on purpose is left to finish its drain.)
+                // A failed connection: out of use at once, so that the
+                // next send dials anew instead of meeting its error; its
+                // reader reports the loss. (One closed on purpose is left
+                // to finish its drain.)
+                self.registry().retire(&conn);
                 conn.close(e.clone(), Initiator::Backend);
             }
             let stalled = matches!(e, CoreError::WriteTimeout { .. });

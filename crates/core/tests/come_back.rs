@@ -12,9 +12,11 @@ mod common;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use common::*;
 use kitsune2_iroh_core::CloseCode;
-use kitsune2_iroh_core::mem::MemNetwork;
+use kitsune2_iroh_core::mem::{MemNetwork, mem_url};
 use kitsune2_iroh_core::{ConnState, Connection, RecvStream};
 
 /// `big` dialed `small`; `small` crashes and comes back under its key;
@@ -104,4 +106,51 @@ async fn live_peer_dialing_anew_loses_to_the_active_connection() {
         assert!(ev.unresponsive.is_empty(), "{:?}", ev.unresponsive);
         assert!(ev.disconnects.is_empty(), "{:?}", ev.disconnects);
     }
+}
+
+/// A peer that never reads fails a send at the write timeout; the next
+/// send does not meet that dead connection again (it dials anew), and
+/// neither do the sends queued behind it.
+#[tokio::test(start_paused = true)]
+async fn after_a_write_timeout_the_next_send_dials_anew() {
+    let net = MemNetwork::new();
+    let a = Node::new(&net, 2);
+    let raw_id = [9; 32];
+    let raw = net.endpoint(raw_id);
+    let conn = raw.connect_raw(&a.id).await.unwrap();
+    let mut s = conn.open_raw().unwrap();
+    s.write_raw(preflight_frame(mem_url(&raw_id).as_str()))
+        .await
+        .unwrap();
+    // a answers with its preflight; the raw peer never reads further.
+    let mut from_a = conn.accept_raw().await.unwrap();
+    assert!(from_a.read_chunk().await.unwrap().is_some());
+    let raw_url = mem_url(&raw_id);
+    let send = |i: u32| {
+        a.tx.send_module(
+            raw_url.clone(),
+            space(),
+            MODULE.to_owned(),
+            Bytes::from(vec![i as u8; 64 * 1024]),
+        )
+    };
+    let mut failed = None;
+    tokio::time::timeout(Duration::from_secs(600), async {
+        for i in 0..1000u32 {
+            if let Err(e) = send(i).await {
+                failed = Some(e);
+                break;
+            }
+        }
+    })
+    .await
+    .expect("bounded");
+    let err = failed.expect("the write timeout fails a send");
+    assert!(err.to_string().contains("took none of our bytes"), "{err}");
+    // At once, before the dead connection's reader has run.
+    let next = send(1000).await;
+    let stale = next
+        .as_ref()
+        .is_err_and(|e| e.to_string().contains("took none of our bytes"));
+    assert!(!stale, "the next send met the dead connection: {next:?}");
 }

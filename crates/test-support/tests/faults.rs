@@ -305,6 +305,20 @@ async fn frozen_peer_fails_sends_then_recovers() {
         oks.len(),
         oks.iter().filter(|s| !delivered.contains(s)).count()
     );
+    let kinds: HashSet<String> = a
+        .seen("err big ")
+        .map(|(_, rest)| rest.splitn(3, ' ').nth(2).unwrap_or_default().to_owned())
+        .collect();
+    println!("SIGSTOP: send errors: {kinds:?}");
+    let errs: Vec<_> = a
+        .seen("err big ")
+        .map(|(t, l)| (t.duration_since(frozen), l.to_owned()))
+        .collect();
+    println!(
+        "SIGSTOP: first errors {:?}, last {:?}",
+        &errs[..errs.len().min(3)],
+        errs.last()
+    );
     assert!(
         a.seen("err big ").count() >= 1,
         "a send to the frozen peer failed"
@@ -341,4 +355,232 @@ async fn dropped_peer_is_reported_promptly() {
                 m
             });
     assert_eq!(by_peer.get(b.url.as_str()), Some(&1), "one peer_disconnect");
+}
+
+/// Resident memory of this process, in KiB (Linux; 0 elsewhere).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// N nodes in this process (20; `K2_KIT_NODES` changes it), each sending
+/// `K2_KIT_MESSAGES` (10) notifies to every other, all at once. The
+/// ledger: every send that returned `Ok` is delivered once and in order,
+/// and no node hears a `peer_disconnect` or an unresponsive mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_to_all_load_ledger() {
+    use kitsune2_iroh_test_support::{node, ours};
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = env("K2_KIT_NODES", 20);
+    let m = env("K2_KIT_MESSAGES", 10);
+    let relay = relay().await;
+    let rss_before = rss_kib();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(node(ours(), &relay, true).await);
+    }
+    let urls: Vec<_> = nodes.iter().map(|x| x.url.clone()).collect();
+    let index: HashMap<String, usize> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.to_string(), i))
+        .collect();
+    let started = Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, to) in urls.iter().enumerate().filter(|(j, _)| *j != i) {
+            let (t, to) = (from.transport.clone(), to.clone());
+            sends.spawn(async move {
+                let mut oks = Vec::with_capacity(m);
+                let mut errors = Vec::new();
+                for seq in 0..m {
+                    let data = bytes::Bytes::from(format!("{i}:{seq}"));
+                    let sent = tokio::time::timeout(
+                        WAIT,
+                        t.send_space_notify(
+                            to.clone(),
+                            kitsune2_test_utils::space::TEST_SPACE_ID,
+                            data,
+                        ),
+                    )
+                    .await;
+                    match sent {
+                        Ok(Ok(())) => oks.push(seq),
+                        Ok(Err(e)) => errors.push(e.to_string()),
+                        Err(_) => errors.push(format!("no answer within {WAIT:?}")),
+                    }
+                }
+                (i, j, oks, errors)
+            });
+        }
+    }
+    let mut ok: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+    let mut errors: Vec<String> = Vec::new();
+    while let Some(r) = sends.join_next().await {
+        let (i, j, oks, errs) = r.expect("send task");
+        ok.insert((i, j), oks);
+        errors.extend(errs);
+    }
+    let send_time = started.elapsed();
+    let sent_ok: usize = ok.values().map(Vec::len).sum();
+    let send_errors = n * (n - 1) * m - sent_ok;
+    // Receive until every Ok send arrived, or for WAIT at most.
+    let mut got: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut received = 0;
+    for (j, node) in nodes.iter_mut().enumerate() {
+        let want: usize = (0..n).filter_map(|i| ok.get(&(i, j))).map(Vec::len).sum();
+        let mut have = 0;
+        while have < want {
+            let Ok(Some((from, data))) =
+                tokio::time::timeout_at(deadline, node.received.recv()).await
+            else {
+                break;
+            };
+            let text = String::from_utf8_lossy(&data).into_owned();
+            let (src, seq) = text.split_once(':').expect("src:seq");
+            let src: usize = src.parse().expect("src");
+            assert_eq!(index.get(from.as_str()), Some(&src), "sender's URL");
+            got.entry((src, j))
+                .or_default()
+                .push(seq.parse().expect("seq"));
+            have += 1;
+        }
+        received += have;
+    }
+    let elapsed = started.elapsed();
+    let (mut lost, mut duplicated, mut reordered) = (0, 0, 0);
+    for (pair, oks) in &ok {
+        let g = got.get(pair).map(Vec::as_slice).unwrap_or_default();
+        lost += oks.iter().filter(|s| !g.contains(s)).count();
+        let unique: HashSet<_> = g.iter().collect();
+        duplicated += g.len() - unique.len();
+        reordered += g.windows(2).filter(|w| w[0] >= w[1]).count();
+    }
+    let mut false_disconnects = 0;
+    let mut false_unresponsive = 0;
+    let mut reasons = Vec::new();
+    for node in &mut nodes {
+        while let Ok((_, reason)) = node.disconnected.try_recv() {
+            false_disconnects += 1;
+            reasons.push(reason);
+        }
+        while node.unresponsive.try_recv().is_ok() {
+            false_unresponsive += 1;
+        }
+    }
+    let conns = n * (n - 1) / 2;
+    let rss = rss_kib().saturating_sub(rss_before);
+    println!(
+        "all-to-all: {n} nodes, {m} messages per pair and direction, {conns} connections: \
+         {sent_ok} Ok, {send_errors} send errors, {received} received in {elapsed:?}; \
+         lost {lost}, duplicated {duplicated}, reordered {reordered}, \
+         false disconnects {false_disconnects}, false unresponsive {false_unresponsive}; \
+         RSS +{rss} KiB for {n} nodes, ~{} KiB per connection end",
+        rss / (2 * conns as u64).max(1)
+    );
+    if send_errors + false_disconnects > 0 {
+        println!(
+            "all-to-all: sends took {send_time:?}; first send errors: {:?}",
+            &errors[..errors.len().min(5)]
+        );
+        println!(
+            "all-to-all: first disconnect reasons: {:?}",
+            &reasons[..reasons.len().min(5)]
+        );
+    }
+    assert_eq!(send_errors, 0, "every send to a live peer works");
+    assert_eq!((lost, duplicated, reordered), (0, 0, 0), "the ledger");
+    assert_eq!(
+        (false_disconnects, false_unresponsive),
+        (0, 0),
+        "no false marks"
+    );
+    // Closing is timed, not asserted (closing many nodes is issue 13
+    // item 4's); nodes not closed within 10 s are dropped.
+    let closing = Instant::now();
+    let mut closes = tokio::task::JoinSet::new();
+    for node in &nodes {
+        let t = node.transport.clone();
+        closes.spawn(async move { t.close().await });
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while closes.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    println!(
+        "all-to-all: closing {n} nodes at once took {:?}{}",
+        closing.elapsed(),
+        if closed {
+            ""
+        } else {
+            " (not all closed within 10 s)"
+        }
+    );
+}
+
+/// The relay restarts on the same port while a pair is connected (a
+/// 5 s outage): the pair keeps working through it, and a node started
+/// afterwards reaches both through the restarted relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restart_on_the_same_port() {
+    let first = relay().await;
+    let addr = first.addr();
+    let r = first.url().to_string();
+    let (ka, kb) = keys();
+    let mut a = Peer::start(&r, &ka, None).await;
+    let mut b = Peer::start(&r, &kb, None).await;
+    warm(&mut a, &mut b).await;
+
+    first.shutdown().await.expect("relay stops");
+    a.command(&format!("send {} 5 during", b.url)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _second = EmbeddedRelay::start_on(addr)
+        .await
+        .expect("relay restarts on its port");
+    a.wait_for(|l| l == "done during").await;
+    b.wait_for(|l| l.ends_with(" during:4")).await;
+    a.command(&format!("send {} 5 after", b.url)).await;
+    a.wait_for(|l| l == "done after").await;
+    b.wait_for(|l| l.ends_with(" after:4")).await;
+
+    let mut c = Peer::start(&r, &[3u8; 32], None).await;
+    let started = Instant::now();
+    c.command(&format!("send {} 1 new", a.url)).await;
+    c.command(&format!("send {} 1 new", b.url)).await;
+    let (ta, _) = a.wait_for(|l| l.ends_with(" new:0")).await;
+    let (tb, _) = b.wait_for(|l| l.ends_with(" new:0")).await;
+    println!(
+        "relay restart: a new node reached the pair {:?} / {:?} after its sends",
+        ta.duration_since(started),
+        tb.duration_since(started)
+    );
+    assert_eq!(b.received("during"), vec![0, 1, 2, 3, 4]);
+    assert_eq!(b.received("after"), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        a.seen("err ").count() + c.seen("err ").count(),
+        0,
+        "no send failed"
+    );
+    assert_eq!(
+        a.seen("disconnect ").count() + b.seen("disconnect ").count(),
+        0,
+        "the pair stayed connected"
+    );
+    assert_eq!(
+        a.seen("unresponsive ").count() + b.seen("unresponsive ").count(),
+        0
+    );
 }
