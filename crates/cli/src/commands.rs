@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kitsune2_api::Url;
+use kitsune2_iroh::RelayUrl;
 use kitsune2_iroh::relay::EmbeddedRelay;
 use serde_json::json;
 use tokio::time::Instant;
@@ -431,6 +432,7 @@ pub(crate) async fn bench(
     relay: Option<String>,
     size: usize,
     count: u64,
+    connects: u64,
     json_out: bool,
 ) -> Result<(), CliError> {
     if count == 0 {
@@ -503,6 +505,8 @@ pub(crate) async fn bench(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     checker.abort();
+    // B acknowledges every message whether or not its inbox is read.
+    let connect_times = connect_times(&relay_url, &b, connects).await;
     a.close().await;
     b.close().await;
     let received = counts[0].load(std::sync::atomic::Ordering::Relaxed);
@@ -517,12 +521,15 @@ pub(crate) async fn bench(
     let msgs_s = received_bulk as f64 / elapsed.as_secs_f64();
     // INVARIANT: 100 pings succeeded above.
     let s = Summary::of(&rtts).expect("100 samples");
+    let c = Summary::of(&connect_times?);
     if json_out {
         println!(
             "{}",
             json!({"size": size, "count": count, "delivered": received_bulk, "lost": lost, "corrupt": corrupt,
                    "elapsed_ms": ms_f64(elapsed), "throughput_mb_s": mb_s, "messages_per_s": msgs_s,
-                   "rtt_100b_p50_ms": ms_f64(s.p50), "rtt_100b_p99_ms": ms_f64(s.p99)})
+                   "rtt_100b_p50_ms": ms_f64(s.p50), "rtt_100b_p99_ms": ms_f64(s.p99),
+                   "connects": connects, "connect_p50_ms": c.map(|c| ms_f64(c.p50)),
+                   "connect_p99_ms": c.map(|c| ms_f64(c.p99))})
         );
     } else {
         println!(
@@ -531,6 +538,13 @@ pub(crate) async fn bench(
         );
         println!("throughput: {mb_s:.2} MB/s, {msgs_s:.0} msgs/s");
         println!("100-byte round trip: p50 {} p99 {}", ms(s.p50), ms(s.p99));
+        if let Some(c) = c {
+            println!(
+                "connect ({connects} fresh connections, first message and its acknowledgement): p50 {} p99 {}",
+                ms(c.p50),
+                ms(c.p99)
+            );
+        }
     }
     if lost > 0 || corrupt > 0 {
         return Err(CliError::Lost {
@@ -539,4 +553,40 @@ pub(crate) async fn bench(
         });
     }
     Ok(())
+}
+
+/// The connect time of `n` fresh connections to `to`: each from a new
+/// node (started beforehand, all at once), the round trip of its first
+/// message, which dials, handshakes, exchanges preflights, delivers and is
+/// acknowledged on the new connection.
+async fn connect_times(relay: &RelayUrl, to: &Node, n: u64) -> Result<Vec<Duration>, CliError> {
+    let starting: Vec<_> = (0..n)
+        .map(|_| {
+            let relay = relay.clone();
+            tokio::spawn(async move { Node::start(&relay).await })
+        })
+        .collect();
+    let mut times = Vec::with_capacity(starting.len());
+    let mut first_err = None;
+    for node in starting {
+        let node = node.await.map_err(|e| CliError::Transport(e.to_string()))?;
+        match node {
+            Ok(node) => {
+                match node.request(to.url(), b"connect", ACK_WAIT).await {
+                    Ok(t) => times.push(t),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                node.close().await;
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(times),
+    }
 }

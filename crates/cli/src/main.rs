@@ -79,7 +79,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Throughput and 100-byte round trips between two transports.
+    /// Throughput and 100-byte round trips between two transports, and
+    /// the connect time of fresh connections.
     Bench {
         /// Relay URL; default: an embedded relay on loopback.
         #[arg(long)]
@@ -90,6 +91,10 @@ enum Command {
         /// Number of messages.
         #[arg(long, default_value_t = 1000)]
         count: u64,
+        /// Number of fresh connections whose connect time is measured (a
+        /// new node's first message and its acknowledgement); 0 skips it.
+        #[arg(long, default_value_t = 10)]
+        connects: u64,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -152,8 +157,9 @@ fn main() -> ExitCode {
                 relay,
                 size,
                 count,
+                connects,
                 json,
-            } => commands::bench(relay, size, count, json).await,
+            } => commands::bench(relay, size, count, connects, json).await,
         }
     });
     // Background tasks may still hold connections; do not wait for them.

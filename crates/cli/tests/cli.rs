@@ -161,7 +161,16 @@ fn relay_listen_send_ping_across_processes() {
 
 #[test]
 fn bench_counts_and_checks_every_message() {
-    let o = run(&["bench", "--size", "4096", "--count", "50", "--json"]);
+    let o = run(&[
+        "bench",
+        "--size",
+        "4096",
+        "--count",
+        "50",
+        "--connects",
+        "3",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["delivered"], 50);
@@ -170,6 +179,12 @@ fn bench_counts_and_checks_every_message() {
         (Some(0), Some(0))
     );
     assert!(v["throughput_mb_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["connects"], 3);
+    let (p50, p99) = (
+        v["connect_p50_ms"].as_f64().unwrap(),
+        v["connect_p99_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{v}");
 }
 
 #[test]
