@@ -59,8 +59,15 @@ pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a connection must stay silent (no packet from the peer) for
 /// the peer to be taken as gone when the same peer dials us anew: 3 s,
 /// three keep-alive rounds. See [`IrohConnection`](crate::IrohConnection)'s
-/// `wait_silent` and `docs/architecture.md`, "Dead peers".
+/// `probe_gone` and `docs/architecture.md`, "Dead peers and come-back".
 pub const COME_BACK_SILENCE: Duration = Duration::from_secs(3);
+
+// The come-back probe waits out more than two keep-alive rounds and ends
+// before the idle timeout would end the old connection anyway.
+const _: () = assert!(
+    COME_BACK_SILENCE.as_millis() > 2 * KEEP_ALIVE_INTERVAL.as_millis()
+        && COME_BACK_SILENCE.as_millis() < MAX_IDLE_TIMEOUT.as_millis()
+);
 
 /// How to build an endpoint.
 #[derive(Debug, Clone, Default)]
