@@ -9,7 +9,7 @@
 //! - QUIC keep-alive after [`KEEP_ALIVE_INTERVAL`] (1 s) without a packet
 //!   from the peer, idle timeout [`MAX_IDLE_TIMEOUT`] (8 s): a peer that
 //!   sends nothing for 8 s (it acknowledges neither our data nor our
-//!   keep-alives) is dead (see `docs/architecture.md`, "Dead peers").
+//!   keep-alives) is dead (see `docs/architecture.md`, "Dead peers and come-back").
 //! - Home relay: the configured relay alone (a custom relay map); iroh's
 //!   default relays only when no relay URL is given.
 //! - TLS through rustls with the ring provider; no address lookup services
