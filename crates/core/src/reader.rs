@@ -313,9 +313,11 @@ async fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<bool, CoreError> 
     let mut outcome = shared.registry().activate(conn, &shared.local_id);
     if let Activation::Contested { rival } = outcome {
         outcome = if rival.connection.probe_gone().await {
-            warn!("the peer dialed anew and its old connection is silent: replacing it");
-            shared.registry().retire(&rival);
-            rival.close(CoreError::Superseded, Initiator::Local);
+            // Still active (no drain started meanwhile): replaced.
+            if shared.registry().retire_gone(&rival) {
+                warn!("the peer dialed anew and its old connection is silent: replacing it");
+                rival.close(CoreError::Superseded, Initiator::Local);
+            }
             shared.registry().activate(conn, &shared.local_id)
         } else {
             Activation::Lost

@@ -222,6 +222,23 @@ impl Registry {
         Activation::Won { superseded: rivals }
     }
 
+    /// Takes `rival`, found gone by [`Activation::Contested`]'s probe, out
+    /// of use if it is still its peer's active connection and not closing
+    /// on purpose (a drain that started meanwhile must finish); true when
+    /// it did, and the caller then closes it.
+    pub(crate) fn retire_gone(&mut self, rival: &Arc<Conn>) -> bool {
+        let still_active = self
+            .peers
+            .get(&rival.remote_id)
+            .and_then(|s| s.active.as_ref())
+            .is_some_and(|a| Arc::ptr_eq(a, rival));
+        if !still_active || rival.state() != ConnState::Active {
+            return false;
+        }
+        self.retire(rival);
+        true
+    }
+
     /// Takes `conn` out of use: new sends no longer find it. Its entry
     /// stays until its reader ends.
     pub(crate) fn retire(&mut self, conn: &Arc<Conn>) {
