@@ -41,6 +41,9 @@ pub const DEFAULT_LARGE_MESSAGE_BYTES: usize = 64 * 1024;
 /// Default [`CoreConfig::max_message_streams`]: 16.
 pub const DEFAULT_MAX_MESSAGE_STREAMS: usize = 16;
 
+/// Default [`CoreConfig::silence_timeout`]: 10 s.
+pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -88,6 +91,12 @@ pub struct CoreConfig {
     /// one for the control stream), so an honest peer waits; a peer past it
     /// is closed ([`CoreError::TooManyMessageStreams`](crate::CoreError::TooManyMessageStreams)).
     pub max_message_streams: usize,
+    /// How long an established connection may hear nothing from the peer
+    /// (see [`Connection::silent_for`](crate::Connection::silent_for))
+    /// before it is closed as lost (`PeerSilent`) and the peer is marked
+    /// unresponsive: a peer that crashed, froze or lost its network. Checked
+    /// every second. Handshakes are not covered: the backend bounds those.
+    pub silence_timeout: Duration,
     /// Bound on the best-effort delivery of a disconnect message.
     pub disconnect_send_timeout: Duration,
     /// Backend name reported by `dump_network_stats`.
@@ -108,6 +117,7 @@ impl Default for CoreConfig {
             frame_progress_timeout: DEFAULT_FRAME_PROGRESS_TIMEOUT,
             large_message_bytes: DEFAULT_LARGE_MESSAGE_BYTES,
             max_message_streams: DEFAULT_MAX_MESSAGE_STREAMS,
+            silence_timeout: DEFAULT_SILENCE_TIMEOUT,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),
         }

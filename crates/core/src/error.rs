@@ -202,6 +202,14 @@ pub enum CoreError {
         max: usize,
     },
 
+    /// Nothing arrived from the peer for the silence timeout on an
+    /// established connection: it crashed, froze or lost its network.
+    #[error("nothing from the peer for {secs} s")]
+    PeerSilent {
+        /// The timeout, in seconds.
+        secs: u64,
+    },
+
     /// A setting is out of range.
     #[error("invalid config: {field} {why}")]
     InvalidConfig {
@@ -282,6 +290,7 @@ impl CoreError {
             | Self::NotAPreflight { .. }
             | Self::WriteTimeout { .. }
             | Self::FrameStalled { .. }
+            | Self::PeerSilent { .. }
             | Self::TooManyMessageStreams { .. }
             | Self::ConnectionClosed { .. } => Initiator::Remote,
             Self::ConnectTimeout { .. } | Self::RelayDown { .. } | Self::Io { .. } => {

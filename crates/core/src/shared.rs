@@ -14,12 +14,15 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::budget::FrameBudget;
 use crate::config::CoreConfig;
 use crate::conn::{Conn, WriteSettings};
-use crate::error::CoreError;
+use crate::error::{CoreError, Initiator};
 use crate::peer_url::{PeerAddr, id_to_hex};
 use crate::proto::{ConnProto, EndReport, Role, Timeouts};
 use crate::registry::Registry;
 use crate::space::SpaceUrls;
 use crate::traits::{DynConnection, Endpoint, EndpointId, WallClock};
+
+/// How often the silence task looks at every connection.
+const SILENCE_CHECK: Duration = Duration::from_secs(1);
 
 /// The state behind a [`CoreTransport`](crate::CoreTransport), shared with
 /// its tasks.
@@ -225,6 +228,35 @@ impl Shared {
         None
     }
 
+    /// Every [`SILENCE_CHECK`], closes the connections whose peer has been
+    /// silent for the silence timeout (`PeerSilent`): their readers then
+    /// end them and report them lost.
+    ///
+    /// One task for all connections, so a thousand idle connections cost
+    /// one wake-up a second, not a thousand timers.
+    pub(crate) async fn silence_task(self: Arc<Self>) {
+        let limit = self.config.silence_timeout;
+        let mut tick = tokio::time::interval(SILENCE_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let conns = self.registry().all();
+            for conn in conns {
+                let silent = conn.connection.silent_for();
+                if silent >= limit {
+                    warn!(
+                        serial = conn.serial,
+                        peer = %&id_to_hex(&conn.remote_id)[..16],
+                        ?silent,
+                        "nothing from the peer for the silence timeout: closing"
+                    );
+                    let secs = limit.as_secs();
+                    conn.close(CoreError::PeerSilent { secs }, Initiator::Remote);
+                }
+            }
+        }
+    }
+
     /// Publishes the endpoint's URL as it changes.
     pub(crate) async fn url_task(self: Arc<Self>) {
         let mut rx = self.url.clone();
@@ -267,7 +299,7 @@ impl Shared {
                 None => self.spawn_reader(&conn),
                 Some(e) => {
                     debug!(%e, "incoming connection refused");
-                    conn.close(e, crate::error::Initiator::Local);
+                    conn.close(e, Initiator::Local);
                 }
             }
         }

@@ -141,6 +141,18 @@ pub trait Connection: Send + Sync + Debug + 'static {
     fn probe_gone(&self) -> BoxFut<'_, bool> {
         Box::pin(async { false })
     }
+
+    /// How long nothing at all (data, acknowledgements, keep-alive
+    /// answers) has arrived from the peer on this connection, as of this
+    /// call. The core takes an established connection silent for
+    /// [`CoreConfig::silence_timeout`](crate::CoreConfig::silence_timeout)
+    /// as lost, so a backend MUST keep a live peer talking well within it
+    /// (iroh: a QUIC keep-alive after 1 s of silence).
+    ///
+    /// The default answers zero: the peer is never taken as silent.
+    fn silent_for(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// The sending half of a unidirectional stream.

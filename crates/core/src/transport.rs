@@ -84,7 +84,12 @@ impl CoreTransport {
         let shared = Arc::new(Shared::new(endpoint, hnd, config, limits, clock));
         let accept = tokio::spawn(shared.clone().accept_task()).abort_handle();
         let url = tokio::spawn(shared.clone().url_task()).abort_handle();
-        shared.tasks.lock().expect("poisoned").extend([accept, url]);
+        let silence = tokio::spawn(shared.clone().silence_task()).abort_handle();
+        shared
+            .tasks
+            .lock()
+            .expect("poisoned")
+            .extend([accept, url, silence]);
         Ok(Arc::new(Self { shared }))
     }
 

@@ -55,7 +55,7 @@ struct Pair {
     b: EndpointId,
     closed: watch::Sender<Option<CloseInfo>>,
     /// Set by [`MemNetwork::crash`]: the side whose process is gone.
-    crashed: Mutex<Option<EndpointId>>,
+    crashed: Mutex<Option<(EndpointId, tokio::time::Instant)>>,
     /// The negotiated version.
     version: WireVersion,
 }
@@ -72,7 +72,15 @@ impl Pair {
     }
 
     fn crashed(&self) -> Option<EndpointId> {
-        *self.crashed.lock().expect("poisoned")
+        self.crashed.lock().expect("poisoned").map(|(id, _)| id)
+    }
+
+    /// How long `id`'s side has been crashed, if it has.
+    fn crashed_for(&self, id: EndpointId) -> Option<Duration> {
+        let crashed = *self.crashed.lock().expect("poisoned");
+        crashed
+            .filter(|(who, _)| *who == id)
+            .map(|(_, at)| at.elapsed())
     }
 
     fn is_closed(&self) -> bool {
@@ -241,7 +249,7 @@ impl MemNetwork {
         let mut n = 0;
         for p in s.pairs.iter().filter_map(Weak::upgrade) {
             if !p.is_closed() && (p.a == id || p.b == id) {
-                *p.crashed.lock().expect("poisoned") = Some(id);
+                *p.crashed.lock().expect("poisoned") = Some((id, tokio::time::Instant::now()));
                 n += 1;
             }
         }

@@ -165,6 +165,12 @@ impl Connection for MemConnection {
         true
     }
 
+    fn silent_for(&self) -> std::time::Duration {
+        // A crashed peer has said nothing since it crashed; a live one
+        // always answers at once here.
+        self.pair.crashed_for(self.remote).unwrap_or_default()
+    }
+
     fn probe_gone(&self) -> BoxFut<'_, bool> {
         let gone = self.pair.is_closed() || self.pair.crashed() == Some(self.remote);
         Box::pin(async move { gone })
