@@ -16,15 +16,16 @@ use kitsune2_api::BoxFut;
 use kitsune2_iroh_core::{
     CloseCode, Connection, CoreError, DynRecvStream, DynSendStream, RecvStream, SendStream,
 };
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// How often [`IrohConnection`]'s `probe_gone` looks at QUIC's counters.
 const PROBE_POLL: Duration = Duration::from_millis(50);
 
-/// Largest chunk asked of iroh per read; chunks are views into QUIC's
-/// receive buffer, so this bounds nothing the peer controls.
-const READ_CHUNK_MAX: usize = 64 * 1024;
+/// Largest chunk asked of iroh per read: the core's bound (its budget for
+/// partial frames counts on it). Chunks are views into QUIC's receive
+/// buffer.
+const READ_CHUNK_MAX: usize = kitsune2_iroh_core::MAX_READ_CHUNK;
 
 /// An iroh connection seen through the core's `Connection` trait.
 ///
@@ -39,14 +40,19 @@ pub struct IrohConnection {
     inner: QuicConnection,
     /// The peer's application close, saved before a local close.
     peer_close: OnceLock<(CloseCode, Bytes)>,
+    /// QUIC's count of datagrams from the peer when last looked at, and
+    /// when it last changed (as far as the looks tell).
+    heard: Mutex<(u64, tokio::time::Instant)>,
 }
 
 impl IrohConnection {
     /// Wraps an established iroh connection.
     pub(crate) fn new(inner: QuicConnection) -> Self {
+        let datagrams = inner.stats().udp_rx.datagrams;
         Self {
             inner,
             peer_close: OnceLock::new(),
+            heard: Mutex::new((datagrams, tokio::time::Instant::now())),
         }
     }
 
@@ -123,6 +129,22 @@ impl Connection for IrohConnection {
     /// or the connection ends; alive at the first one.
     ///
     /// [`KEEP_ALIVE_INTERVAL`]: crate::endpoint::KEEP_ALIVE_INTERVAL
+    /// From QUIC's count of datagrams received: zero when it changed since
+    /// the last call, else the time since it last did. The core calls it
+    /// every second; a live peer answers our keep-alive (sent after
+    /// [`KEEP_ALIVE_INTERVAL`](crate::endpoint::KEEP_ALIVE_INTERVAL) of
+    /// silence) well within that.
+    fn silent_for(&self) -> Duration {
+        let now_count = self.inner.stats().udp_rx.datagrams;
+        let now = tokio::time::Instant::now();
+        let mut heard = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
+        if heard.0 != now_count {
+            *heard = (now_count, now);
+            return Duration::ZERO;
+        }
+        now.saturating_duration_since(heard.1)
+    }
+
     fn probe_gone(&self) -> BoxFut<'_, bool> {
         Box::pin(async move {
             let heard = || self.inner.stats().udp_rx.datagrams;
