@@ -25,9 +25,6 @@ const MODULE: &str = "k2iroh";
 const DATA: u8 = 0;
 const ACK: u8 = 1;
 
-/// Connect timeout of the CLI's transports, in seconds.
-const CONNECT_TIMEOUT_S: u32 = 20;
-
 /// How long a node waits for its relay to give it a URL.
 pub(crate) const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -169,7 +166,6 @@ impl Node {
         let config = IrohTransportConfig {
             relay_url: Some(relay.to_string()),
             relay_allow_plain_text: true,
-            connect_timeout_s: CONNECT_TIMEOUT_S,
             ..IrohTransportConfig::default()
         };
         let transport = create_transport(

@@ -6,7 +6,7 @@
 use crate::connection::IrohConnection;
 use crate::error::{IrohTransportError, core_err};
 use crate::iroh_types::{Endpoint, EndpointId, IncomingAddr, RelayUrl};
-use kitsune2_iroh_core::{CoreError, DynConnection, PREFLIGHT_TIMEOUT};
+use kitsune2_iroh_core::{CoreError, DynConnection};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -42,8 +42,8 @@ type Accepted = Result<DynConnection, CoreError>;
 /// (60 s) from firing. So:
 ///
 /// - every handshake has a deadline of its own
-///   ([`HandshakeLimits::timeout`], default the core's preflight timeout,
-///   10 s); at the deadline it is dropped (QUIC closes it with code 0);
+///   ([`HandshakeLimits::timeout`], default 30 s); at the deadline it is
+///   dropped (QUIC closes it with code 0);
 /// - the accept loop never waits: an incoming connection is admitted or
 ///   refused at once;
 /// - one source holds at most [`HandshakeLimits::per_source`] handshakes
@@ -82,7 +82,7 @@ type Accepted = Result<DynConnection, CoreError>;
 pub struct HandshakeLimits {
     /// How long one handshake may take; dropped after that.
     ///
-    /// Default: [`Self::DEFAULT_TIMEOUT`] (10 s).
+    /// Default: [`Self::DEFAULT_TIMEOUT`] (30 s).
     pub timeout: Duration,
     /// Handshakes from one source at once; the next one is refused.
     ///
@@ -96,9 +96,13 @@ pub struct HandshakeLimits {
 }
 
 impl HandshakeLimits {
-    /// Default [`timeout`](Self::timeout): the core's preflight timeout
-    /// (10 s), the time a connected peer gets for the next step.
-    pub const DEFAULT_TIMEOUT: Duration = PREFLIGHT_TIMEOUT;
+    /// Default [`timeout`](Self::timeout): 30 s. An honest handshake takes
+    /// a round trip, but on a loaded node (100 nodes dialing each other at
+    /// once on two cores) its packets are dropped in queues and
+    /// retransmitted with back-off; 10 s dropped thousands of honest
+    /// handshakes there. A stalled one holds its slot no longer than this,
+    /// and the cap's eviction keeps honest peers in meanwhile.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default [`per_source`](Self::per_source): 8, room for a few peers
     /// behind one NAT dialing at once.
     pub const DEFAULT_PER_SOURCE: usize = 8;
