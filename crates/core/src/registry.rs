@@ -282,6 +282,7 @@ impl Registry {
     }
 
     /// Every live connection.
+    #[cfg(feature = "mem")]
     pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
         self.conns.values().cloned().collect()
     }

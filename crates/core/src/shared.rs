@@ -16,7 +16,7 @@ use crate::config::CoreConfig;
 use crate::conn::{Conn, WriteSettings};
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::{PeerAddr, id_to_hex};
-use crate::proto::{ConnProto, EndReport, Role, Timeouts};
+use crate::proto::{ConnProto, ConnState, EndReport, Role, Timeouts};
 use crate::registry::Registry;
 use crate::space::SpaceUrls;
 use crate::traits::{DynConnection, Endpoint, EndpointId, WallClock};
@@ -240,8 +240,15 @@ impl Shared {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let conns = self.registry().all();
+            // Established connections only: one still in its preflight
+            // exchange has the preflight deadlines, and on a busy node
+            // (its packets dropped in queues) new connections went quiet
+            // for longer than a live one ever does.
+            let conns = self.registry().all_active();
             for conn in conns {
+                if conn.state() != ConnState::Active {
+                    continue;
+                }
                 let silent = conn.connection.silent_for();
                 if silent >= limit {
                     warn!(
