@@ -192,7 +192,10 @@ async fn a_frame_stalled_mid_way_closes_the_connection_with_a_named_error() {
     let victim = Node::with_config(&net, [2; 32], victim_config());
     let (conn, _task) = attacker(&net, [100; 32], victim.id, 1000, 0).await;
     tokio::time::sleep(PROGRESS - Duration::from_secs(1)).await;
-    assert!(conn.remote_close().is_none(), "still open before the deadline");
+    assert!(
+        conn.remote_close().is_none(),
+        "still open before the deadline"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     settle().await;
     let (_, reason) = conn.remote_close().expect("closed at the deadline");
@@ -223,9 +226,6 @@ fn a_budget_below_the_frame_limit_is_refused() {
             Arc::new(kitsune2_iroh_core::SystemClock),
         )
         .unwrap_err();
-        assert!(
-            err.to_string().contains("partial_frame_budget"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("partial_frame_budget"), "{err}");
     });
 }
