@@ -123,17 +123,27 @@ impl Conn {
         self.proto.lock().expect("poisoned")
     }
 
-    /// Runs `f` on the protocol object, then publishes its state.
+    /// Runs `f` on the protocol object, then publishes its state if `f`
+    /// changed it.
+    ///
+    /// Every change of the state goes through here, so the published
+    /// state is the one `f` started from: an unchanged state (most calls,
+    /// e.g. the reader's several per chunk) publishes nothing. A change is
+    /// published before the lock is released, so that two calls publish in
+    /// the order they changed the state (published after the lock, an
+    /// earlier call's state could overwrite a later one's, e.g. `Active`
+    /// over `Closed`, and leave `ended` waiting).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut ConnProto) -> R) -> R {
         let mut proto = self.lock();
+        let before = proto.state();
         let out = f(&mut proto);
         let now = proto.state();
+        if now != before {
+            // Receivers only compare states under the watch's lock and
+            // never take the proto lock, so this nests safely.
+            self.state.send_replace(now);
+        }
         drop(proto);
-        self.state.send_if_modified(|s| {
-            let changed = *s != now;
-            *s = now;
-            changed
-        });
         out
     }
 
