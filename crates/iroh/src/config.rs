@@ -24,8 +24,9 @@ use crate::iroh_types::RelayUrl;
 use crate::url::{is_loopback_relay, peer_url_len};
 use kitsune2_iroh_codec::{FRAME_HEADER_LEN, PREFLIGHT_URL_LEN_LEN};
 use kitsune2_iroh_core::{
-    CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_WRITE_TIMEOUT,
+    CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT,
+    DEFAULT_LARGE_MESSAGE_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_CONNECTIONS,
+    DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_WRITE_TIMEOUT,
 };
 use std::time::Duration;
 
@@ -155,6 +156,33 @@ pub struct IrohTransportConfig {
         skip_serializing_if = "is_default_frame_progress_timeout_s"
     )]
     pub frame_progress_timeout_s: u32,
+
+    /// On a `kitsune2/1` connection (two nodes of this crate), a message
+    /// larger than this many bytes goes on a QUIC stream of its own, so that
+    /// it does not hold up the small ones sent after it. Not in the
+    /// incumbent, which speaks only `kitsune2/0`.
+    ///
+    /// Default: 65536 ([`DEFAULT_LARGE_MESSAGE_BYTES`]).
+    #[serde(
+        default = "default_large_message_bytes",
+        skip_serializing_if = "is_default_large_message_bytes"
+    )]
+    pub large_message_bytes: usize,
+
+    /// Accept `kitsune2/1` (preferred) besides `kitsune2/0`: between two
+    /// nodes of this crate with it on, a large message no longer holds up
+    /// the small ones behind it. Off by default for now; a peer that
+    /// speaks only `kitsune2/0` (the incumbent) is unaffected either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kitsune2_v1: bool,
+}
+
+fn is_default_large_message_bytes(v: &usize) -> bool {
+    *v == default_large_message_bytes()
+}
+
+fn default_large_message_bytes() -> usize {
+    DEFAULT_LARGE_MESSAGE_BYTES
 }
 
 fn default_relay_keepalive_interval_s() -> u32 {
@@ -220,6 +248,8 @@ impl Default for IrohTransportConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             partial_frame_budget_bytes: DEFAULT_PARTIAL_FRAME_BUDGET,
             frame_progress_timeout_s: default_frame_progress_timeout_s(),
+            large_message_bytes: DEFAULT_LARGE_MESSAGE_BYTES,
+            kitsune2_v1: false,
         }
     }
 }
@@ -371,6 +401,7 @@ impl IrohTransportConfig {
             max_pending_connections: self.max_pending_connections,
             max_connections: self.max_connections,
             partial_frame_budget: self.partial_frame_budget_bytes,
+            large_message_bytes: self.large_message_bytes,
             frame_progress_timeout: secs(self.frame_progress_timeout_s),
             ..CoreConfig::default()
         }

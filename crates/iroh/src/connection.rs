@@ -15,6 +15,7 @@ use bytes::Bytes;
 use kitsune2_api::BoxFut;
 use kitsune2_iroh_core::{
     CloseCode, Connection, CoreError, DynRecvStream, DynSendStream, RecvStream, SendStream,
+    WireVersion,
 };
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -75,6 +76,12 @@ fn conn_err(op: &'static str, source: ConnectionError) -> CoreError {
 impl Connection for IrohConnection {
     fn remote_id(&self) -> [u8; 32] {
         *self.inner.remote_id().as_bytes()
+    }
+
+    /// From the ALPN the handshake settled on; any other than
+    /// `kitsune2/1` (the endpoint accepts no third) is `kitsune2/0`.
+    fn wire_version(&self) -> WireVersion {
+        WireVersion::from_alpn(self.inner.alpn()).unwrap_or(WireVersion::V0)
     }
 
     fn open_uni(&self) -> BoxFut<'_, Result<DynSendStream, CoreError>> {
@@ -218,6 +225,17 @@ impl SendStream for IrohSendStream {
                 .map(drop)
                 .map_err(|source| core_err("finish", IrohTransportError::Finish { source }))
         })
+    }
+
+    fn set_priority(&mut self, priority: i32) {
+        // Fails only on a stream already finished or reset: nothing to order.
+        let _ = self.inner.set_priority(priority);
+    }
+
+    fn reset(&mut self, code: u32) {
+        // Fails only on a stream already finished or reset. Without it, a
+        // dropped stream would be finished implicitly, its frame cut short.
+        let _ = self.inner.reset(VarInt::from_u32(code));
     }
 }
 

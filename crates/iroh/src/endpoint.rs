@@ -1,9 +1,10 @@
 //! The iroh endpoint as the kitsune2 wire protocol needs it.
 //!
-//! - ALPNs [`ALPN_V1`] (`kitsune2/1`, preferred) and [`ALPN`]
-//!   (`kitsune2/0`, the incumbent's): a dialer offers both, an acceptor
-//!   picks `/1` when the dialer offers it; a peer that speaks only `/0` gets
-//!   `/0`, byte for byte.
+//! - ALPNs: a dialer offers [`ALPN_V1`] (`kitsune2/1`) and [`ALPN`]
+//!   (`kitsune2/0`, the incumbent's); the acceptor decides. An endpoint
+//!   accepts only `/0` unless [`accept_kitsune2_v1`] was called on it (the
+//!   config's `kitsune2V1`), and then prefers `/1`; a peer that speaks only
+//!   `/0` gets `/0`, byte for byte, either way.
 //! - At most [`MAX_UNI_STREAMS`] uni streams from the peer open at once:
 //!   the `/1` message streams the core allows, plus the control stream.
 //! - QUIC keep-alive after [`KEEP_ALIVE_INTERVAL`] (1 s) without a packet
@@ -115,6 +116,15 @@ pub(crate) async fn insert_relay(endpoint: &Endpoint, url: RelayUrl, token: Opti
     endpoint.insert_relay(url, Arc::new(config)).await;
 }
 
+/// Makes `endpoint` accept `kitsune2/1` too, preferred over `kitsune2/0`
+/// (a dialer that offers only `/0` still gets it).
+///
+/// Off by default while the no-silent-loss guarantee over `/1` is not yet
+/// shown to hold over iroh (see `docs/compatibility.md`).
+pub fn accept_kitsune2_v1(endpoint: &Endpoint) {
+    endpoint.set_alpns(vec![ALPN_V1.to_vec(), ALPN.to_vec()]);
+}
+
 /// Binds an iroh endpoint configured for the kitsune2 wire protocol.
 ///
 /// # Errors
@@ -161,7 +171,7 @@ async fn bind(options: &EndpointOptions, ip: bool) -> Result<Endpoint> {
     };
     let mut builder = Endpoint::builder(Minimal)
         .relay_mode(relay_mode)
-        .alpns(vec![ALPN_V1.to_vec(), ALPN.to_vec()])
+        .alpns(vec![ALPN.to_vec()])
         .transport_config(transport)
         .portmapper_config(PortmapperConfig::Disabled);
     if !ip {

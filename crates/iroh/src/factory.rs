@@ -2,7 +2,9 @@
 //! plug in, building the core's transport over an iroh endpoint.
 
 use crate::config::{IrohTransportConfig, IrohTransportModConfig};
-use crate::endpoint::{EndpointOptions, bind_endpoint, bind_relay_only_endpoint};
+use crate::endpoint::{
+    EndpointOptions, accept_kitsune2_v1, bind_endpoint, bind_relay_only_endpoint,
+};
 use crate::error::IrohTransportError;
 use crate::iroh_endpoint::IrohEndpoint;
 use crate::relay_auth::RelayAuth;
@@ -160,6 +162,9 @@ async fn create(
     } else {
         bind_endpoint(&options).await?
     };
+    if config.kitsune2_v1 {
+        accept_kitsune2_v1(&endpoint);
+    }
     let key = *endpoint.id().as_bytes();
     let keepalive_interval = Duration::from_secs(u64::from(config.relay_keepalive_interval_s));
     let endpoint = Arc::new(

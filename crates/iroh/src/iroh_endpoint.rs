@@ -5,9 +5,12 @@
 
 use crate::accept::{AcceptQueue, HandshakeLimits, HandshakeStats};
 use crate::connection::IrohConnection;
-use crate::endpoint::{ALPN, insert_relay};
+use crate::endpoint::{ALPN, ALPN_V1, insert_relay};
 use crate::error::{IrohTransportError, core_err};
-use crate::iroh_types::{Endpoint, EndpointAddr, EndpointId, RelayUrl, TransportAddr, Watcher};
+use crate::iroh_types::{
+    ConnectError, ConnectOptions, Endpoint, EndpointAddr, EndpointId, RelayUrl, TransportAddr,
+    Watcher,
+};
 use crate::space_endpoints::SpaceEndpoints;
 use crate::space_relays::SpaceRelaySettings;
 use crate::url::{parse_relay_url, peer_url};
@@ -218,7 +221,14 @@ impl CoreEndpoint for IrohEndpoint {
                 .endpoint_for(&relay)
                 .unwrap_or_else(|| self.inner.clone());
             let addr = EndpointAddr::from_parts(id, [TransportAddr::Relay(relay)]);
-            let conn = endpoint.connect(addr, ALPN).await.map_err(|source| {
+            // `kitsune2/1` preferred, `kitsune2/0` for a peer that speaks
+            // only that (the incumbent): the acceptor picks.
+            let options = ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()]);
+            let connect = async {
+                let connecting = endpoint.connect_with_opts(addr, ALPN_V1, options).await?;
+                Ok::<_, ConnectError>(connecting.await?)
+            };
+            let conn = connect.await.map_err(|source| {
                 core_err(
                     "connect",
                     IrohTransportError::Connect {

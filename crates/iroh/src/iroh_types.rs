@@ -4,7 +4,8 @@
 pub use iroh::{Endpoint, EndpointId, RelayUrl, SecretKey};
 
 pub(crate) use iroh::endpoint::{
-    BindError, ConnectError, ConnectingError, Connection as QuicConnection, ConnectionError,
+    BindError, ConnectError, ConnectOptions, ConnectingError, Connection as QuicConnection,
+    ConnectionError,
     IncomingAddr, InvalidSocketAddr, PortmapperConfig, QuicTransportConfig, ReadError,
     RecvStream as QuicRecvStream, SendStream as QuicSendStream, StoppedError, VarInt, WriteError,
     presets::Minimal,

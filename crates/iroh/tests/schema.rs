@@ -8,7 +8,7 @@ use kitsune2_iroh::{IrohTransportConfig, IrohTransportModConfig};
 use serde_json::{Map, Value, json};
 
 /// Every key under `irohTransport`, in declaration order.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 13] = [
     "relayUrl",
     "relayAllowPlainText",
     "maxFrameBytes",
@@ -20,16 +20,20 @@ const KEYS: [&str; 11] = [
     "maxConnections",
     "partialFrameBudgetBytes",
     "frameProgressTimeoutS",
+    "largeMessageBytes",
+    "kitsune2V1",
 ];
 
 /// The keys the incumbent does not have: limits of ours, after its keys.
-const OURS_ONLY: [&str; 6] = [
+const OURS_ONLY: [&str; 8] = [
     "authMaterialRelayBase64",
     "writeTimeoutS",
     "maxPendingConnections",
     "maxConnections",
     "partialFrameBudgetBytes",
     "frameProgressTimeoutS",
+    "largeMessageBytes",
+    "kitsune2V1",
 ];
 
 /// The schema of `irohTransport`'s value, its `$ref` followed.

@@ -13,6 +13,7 @@ use super::{BUDGET_WAIT_FACTOR, ConnProto, Event, State};
 use crate::close::CloseCode;
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::{PeerAddr, format_peer_url, id_to_hex};
+use crate::version::WireVersion;
 
 impl ConnProto {
     // ---- input -----------------------------------------------------------
@@ -159,6 +160,11 @@ impl ConnProto {
                     self.stream_finished = false;
                     let at = self.fin_at.take();
                     match (end, at) {
+                        // `/0`: the FIN is the end at once; `/1`: once the
+                        // message streams have ended too.
+                        (Ok(()), Some(at)) if self.wire_version() == WireVersion::V0 => {
+                            self.peer_finished(at);
+                        }
                         (Ok(()), Some(at)) => self.control_finished(at),
                         (Ok(()), None) => debug!("peer finished its stream"),
                         (Err(e), _) => self.stream_failed(e.into(), Initiator::Remote),
@@ -275,7 +281,7 @@ impl ConnProto {
         };
         // On `/1` there is one control stream: its failure ends the
         // connection (a new stream would be a message stream).
-        let v1 = self.wire_version() == crate::version::WireVersion::V1;
+        let v1 = self.wire_version() == WireVersion::V1;
         if past_preflight && !v1 && !matches!(error, CoreError::Codec(_)) {
             self.events.push_back(Event::StreamFailed(error));
         } else {
