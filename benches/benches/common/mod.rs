@@ -109,6 +109,16 @@ pub struct Node {
 
 /// A node built by `factory` with the config both crates share.
 pub async fn node(factory: DynTransportFactory, relay_url: &str, ours: bool) -> Node {
+    node_with(factory, relay_url, ours, false).await
+}
+
+/// [`node`], ours with `kitsune2V1` on when `v1`.
+pub async fn node_with(
+    factory: DynTransportFactory,
+    relay_url: &str,
+    ours: bool,
+    v1: bool,
+) -> Node {
     let builder = Builder {
         transport: factory,
         ..kitsune2_core::default_test_builder()
@@ -124,8 +134,9 @@ pub async fn node(factory: DynTransportFactory, relay_url: &str, ours: bool) -> 
     })
     .expect("config to JSON");
     if ours {
-        let config: IrohTransportModConfig =
+        let mut config: IrohTransportModConfig =
             serde_json::from_value(json).expect("our config from JSON");
+        config.iroh_transport.kitsune2_v1 = v1;
         builder
             .config
             .set_module_config(&config)
