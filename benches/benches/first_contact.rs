@@ -22,6 +22,11 @@
 //!   took 500 ms or more. `INCUMBENT_RUNS` (default 10) runs of the same
 //!   with the incumbent, for reference.
 //!
+//! `FIRST_CONTACT_RELAY` picks the relay: `embedded` (the default, iroh's
+//! relay server as `k2iroh` runs it), `test-bootstrap` (the relay of
+//! `kitsune2_test_utils`' test bootstrap server) or `bootstrap` (the relay
+//! of `kitsune2_bootstrap_srv` with its testing config), all on 127.0.0.1.
+//!
 //! With `FIRST_CONTACT_TRACE=1` the binary logs through `tracing` to
 //! stderr (filter from `RUST_LOG`, time since start) and marks each first
 //! send and delivery, for the per-step breakdown in `docs/benchmarks.md`;
@@ -35,8 +40,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kitsune2_bootstrap_srv::BootstrapSrv;
 use kitsune2_iroh::RelayUrl;
 use kitsune2_iroh::relay::EmbeddedRelay;
+use kitsune2_test_utils::bootstrap::TestBootstrapSrv;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at};
 
@@ -259,13 +266,14 @@ fn main() {
     let incumbent_runs = env_usize("INCUMBENT_RUNS", 10);
     let rt = runtime();
     rt.block_on(async {
-        let relay = EmbeddedRelay::start().await.expect("embedded relay");
-        let url = relay.url().to_string();
-        println!("first send to first delivery, fresh pairs over the embedded relay");
+        let relay = Relay::start().await;
+        let url = relay.url();
+        let relay_url: RelayUrl = url.parse().expect("relay URL");
+        println!("first send to first delivery, fresh pairs over {}", relay.name());
         if pairs > 0 {
             report("ours", fresh_pairs(&url, true, pairs).await);
             report("incumbent", fresh_pairs(&url, false, pairs).await);
-            report("bare iroh", fresh_bare_pairs(relay.url(), pairs).await);
+            report("bare iroh", fresh_bare_pairs(&relay_url, pairs).await);
         }
         for n in [3, 10] {
             for (ours, runs) in [(true, runs), (false, incumbent_runs)] {
@@ -292,6 +300,69 @@ fn main() {
                 }
             }
         }
-        relay.shutdown().await.expect("relay shutdown");
+        relay.shutdown().await;
     });
+}
+
+/// The relay the nodes use, chosen by `FIRST_CONTACT_RELAY`.
+enum Relay {
+    /// `embedded` (the default): `kitsune2_iroh::relay::EmbeddedRelay`,
+    /// iroh-relay's own server.
+    Embedded(EmbeddedRelay),
+    /// `test-bootstrap`: `kitsune2_test_utils`' test bootstrap server,
+    /// whose relay is served by `axum::serve` (its sockets keep Nagle on).
+    TestBootstrap(TestBootstrapSrv),
+    /// `bootstrap`: `kitsune2_bootstrap_srv` with its testing config
+    /// (served by `axum_server`, which turns Nagle off).
+    Bootstrap(Box<BootstrapSrv>),
+}
+
+impl Relay {
+    async fn start() -> Self {
+        match std::env::var("FIRST_CONTACT_RELAY").as_deref() {
+            Ok("test-bootstrap") => Self::TestBootstrap(TestBootstrapSrv::new(false).await),
+            Ok("bootstrap") => Self::Bootstrap(Box::new(
+                // BootstrapSrv runs its own runtime; start it off this one.
+                tokio::task::spawn_blocking(|| {
+                    BootstrapSrv::new(kitsune2_bootstrap_srv::Config::testing())
+                })
+                .await
+                .expect("bootstrap server task")
+                .expect("bootstrap server"),
+            )),
+            Ok("embedded") | Err(_) => {
+                Self::Embedded(EmbeddedRelay::start().await.expect("embedded relay"))
+            }
+            Ok(other) => panic!(
+                "FIRST_CONTACT_RELAY={other}: expected embedded, test-bootstrap or bootstrap"
+            ),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "the embedded relay",
+            Self::TestBootstrap(_) => "kitsune2_test_utils' TestBootstrapSrv relay",
+            Self::Bootstrap(_) => "kitsune2_bootstrap_srv's relay",
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Embedded(r) => r.url().to_string(),
+            Self::TestBootstrap(s) => format!("{}/relay", s.addr()),
+            Self::Bootstrap(s) => format!("http://{}/relay", s.listen_addrs()[0]),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Self::Embedded(r) => r.shutdown().await.expect("relay shutdown"),
+            Self::TestBootstrap(s) => drop(s),
+            Self::Bootstrap(s) => {
+                // Its runtime is dropped off this one, as it was started.
+                let _ = tokio::task::spawn_blocking(move || drop(s)).await;
+            }
+        }
+    }
 }
