@@ -5,10 +5,9 @@ pub use iroh::{Endpoint, EndpointId, RelayUrl, SecretKey};
 
 pub(crate) use iroh::endpoint::{
     BindError, ConnectError, ConnectOptions, ConnectingError, Connection as QuicConnection,
-    ConnectionError,
-    IncomingAddr, InvalidSocketAddr, PortmapperConfig, QuicTransportConfig, ReadError,
-    RecvStream as QuicRecvStream, SendStream as QuicSendStream, StoppedError, VarInt, WriteError,
-    presets::Minimal,
+    ConnectionError, IncomingAddr, InvalidSocketAddr, PortmapperConfig, QuicTransportConfig,
+    ReadError, RecvStream as QuicRecvStream, SendStream as QuicSendStream, StoppedError, VarInt,
+    WriteError, presets::Minimal,
 };
 pub(crate) use iroh::{
     EndpointAddr, KeyParsingError, RelayConfig, RelayMap, RelayMode, RelayUrlParseError,
