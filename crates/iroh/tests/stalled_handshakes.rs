@@ -54,7 +54,7 @@ async fn victim(relay: &EmbeddedRelay, limits: HandshakeLimits) -> Victim {
         .expect("an IPv4 socket");
     let id = iroh.id();
     let endpoint = Arc::new(IrohEndpoint::with_handshake_limits(iroh, limits));
-    let (handler, mut taps) = Recorder::new();
+    let (handler, taps) = Recorder::new();
     let hnd = TxImpHnd::new(handler.clone());
     let imp = CoreTransport::create(
         endpoint.clone(),
@@ -64,25 +64,8 @@ async fn victim(relay: &EmbeddedRelay, limits: HandshakeLimits) -> Victim {
     )
     .expect("the core transport starts");
     let transport = DefaultTransport::create(&hnd, imp);
-    transport.register_space_handler(TEST_SPACE_ID, handler.space_side(TEST_SPACE_ID));
-    let url = timeout(BOUND, taps.url.wait_for(Option::is_some))
-        .await
-        .expect("no listening address in time")
-        .expect("handler gone")
-        .clone()
-        .expect("a listening address");
     Victim {
-        node: Node {
-            transport,
-            url,
-            handler,
-            received: taps.notifies,
-            module_received: taps.module_msgs,
-            connected: taps.connects,
-            disconnected: taps.disconnects,
-            unresponsive: taps.unresponsive,
-            preflights: taps.preflights,
-        },
+        node: Node::from_transport(transport, handler, taps).await,
         endpoint,
         socket,
         id,

@@ -2,7 +2,7 @@
 //! `kitsune2-iroh` or the incumbent `kitsune2_transport_iroh`) with a
 //! [`Recorder`] as its handler, built as kitsune2's own tests build one.
 
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Taps};
 use crate::wait::BOUND;
 use bytes::Bytes;
 use kitsune2_api::{Builder, DynTransport, DynTransportFactory, K2Result, TransportStats, Url};
@@ -151,6 +151,40 @@ pub fn builder_with(
     builder
 }
 
+impl Node {
+    /// The node of `transport`, whose handler is `handler` with its
+    /// `taps`: registers the handler for [`TEST_SPACE_ID`] and waits for
+    /// the listening address.
+    ///
+    /// # Panics
+    ///
+    /// When the transport has no listening address within [`BOUND`].
+    pub async fn from_transport(
+        transport: DynTransport,
+        handler: Arc<Recorder>,
+        mut taps: Taps,
+    ) -> Self {
+        transport.register_space_handler(TEST_SPACE_ID, handler.space_side(TEST_SPACE_ID));
+        let url = timeout(BOUND, taps.url.wait_for(Option::is_some))
+            .await
+            .expect("no listening address in time")
+            .expect("handler gone")
+            .clone()
+            .expect("a listening address");
+        Self {
+            transport,
+            url,
+            handler,
+            received: taps.notifies,
+            module_received: taps.module_msgs,
+            connected: taps.connects,
+            disconnected: taps.disconnects,
+            unresponsive: taps.unresponsive,
+            preflights: taps.preflights,
+        }
+    }
+}
+
 /// A node whose transport `builder.transport.create` makes (without
 /// validating the config first), once it has a listening address; the
 /// error of `create` if it fails.
@@ -159,29 +193,12 @@ pub fn builder_with(
 ///
 /// When the transport has no listening address within [`BOUND`].
 pub async fn try_node(builder: Arc<Builder>) -> K2Result<Node> {
-    let (handler, mut taps) = Recorder::new();
+    let (handler, taps) = Recorder::new();
     let transport = builder
         .transport
         .create(builder.clone(), handler.clone())
         .await?;
-    transport.register_space_handler(TEST_SPACE_ID, handler.space_side(TEST_SPACE_ID));
-    let url = timeout(BOUND, taps.url.wait_for(Option::is_some))
-        .await
-        .expect("no listening address in time")
-        .expect("handler gone")
-        .clone()
-        .expect("a listening address");
-    Ok(Node {
-        transport,
-        url,
-        handler,
-        received: taps.notifies,
-        module_received: taps.module_msgs,
-        connected: taps.connects,
-        disconnected: taps.disconnects,
-        unresponsive: taps.unresponsive,
-        preflights: taps.preflights,
-    })
+    Ok(Node::from_transport(transport, handler, taps).await)
 }
 
 /// Sends a space notify from `from` to `to`, within [`BOUND`].
