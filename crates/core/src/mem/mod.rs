@@ -36,6 +36,13 @@ use crate::peer_url::{PeerAddr, id_to_hex};
 use crate::traits::{DynConnection, Endpoint, EndpointId};
 use crate::version::WireVersion;
 
+/// The uni streams peers may have open towards an endpoint at once unless
+/// [`MemNetwork::set_stream_limit`] says otherwise: what the iroh adapter
+/// gives QUIC, the default `max_message_streams` plus the control stream.
+/// Without it a `/1` sender could open more message streams than the
+/// reader takes, which QUIC never lets it do.
+pub const DEFAULT_STREAM_LIMIT: usize = crate::config::DEFAULT_MAX_MESSAGE_STREAMS + 1;
+
 /// Chunks a stream buffers before its writer waits.
 const STREAM_CAPACITY: usize = 16;
 
@@ -102,7 +109,8 @@ struct NetState {
     fail_writes: HashSet<EndpointId>,
     latency: HashMap<EndpointId, Duration>,
     versions: HashMap<EndpointId, WireVersion>,
-    stream_limits: HashMap<EndpointId, usize>,
+    /// Set by [`MemNetwork::set_stream_limit`]; unset: [`DEFAULT_STREAM_LIMIT`].
+    stream_limits: HashMap<EndpointId, Option<usize>>,
     pairs: Vec<Weak<Pair>>,
 }
 
@@ -186,15 +194,12 @@ impl MemNetwork {
     }
 
     /// Lets peers have at most `limit` uni streams open towards `id` at
-    /// once (`None`: no limit, the default), as QUIC's
+    /// once (`None`: no limit; the default is [`DEFAULT_STREAM_LIMIT`]), as QUIC's
     /// `max_concurrent_uni_streams`: a stream counts until `id`'s reader
     /// has dropped it. Applies to connections made afterwards.
     pub fn set_stream_limit(&self, id: EndpointId, limit: Option<usize>) {
         let mut s = self.state.lock().expect("poisoned");
-        match limit {
-            Some(l) => s.stream_limits.insert(id, l),
-            None => s.stream_limits.remove(&id),
-        };
+        s.stream_limits.insert(id, limit);
     }
 
     /// Makes every stream write by `from` fail (or work again).
@@ -320,7 +325,12 @@ impl MemEndpoint {
         let (delay, refuse, target, version, limits) = {
             let s = self.net.state.lock().expect("poisoned");
             let version = |id| s.versions.get(id).copied().unwrap_or_default();
-            let limit = |id| s.stream_limits.get(id).copied();
+            let limit = |id| {
+                s.stream_limits
+                    .get(id)
+                    .copied()
+                    .unwrap_or(Some(DEFAULT_STREAM_LIMIT))
+            };
             (
                 s.delay.get(peer).copied(),
                 s.refuse.contains(peer),
