@@ -179,3 +179,40 @@ async fn large_sends_cancelled_mid_message_leave_everything_else_alone() {
     close_all(&[&a, &b]).await;
     relay.shutdown().await.unwrap();
 }
+
+/// More concurrent large sends than the reader takes message streams
+/// (16): QUIC's stream limit makes the extra ones wait, and the reader's
+/// own check (one stream too many ends the connection) never fires between
+/// two nodes of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_concurrent_large_sends_than_message_streams_all_arrive() {
+    let (relay, a, mut b) = connected_v1().await;
+    const SENDS: u8 = 64;
+    let sends: Vec<_> = (0..SENDS)
+        .map(|i| {
+            let tx = a.transport.clone();
+            let to = b.url.clone();
+            tokio::spawn(async move {
+                tx.send_space_notify(to, TEST_SPACE_ID, tagged(i, 256 * 1024))
+                    .await
+            })
+        })
+        .collect();
+    for s in sends {
+        timeout(BOUND, s).await.unwrap().unwrap().unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..SENDS {
+        let (_, data) = next(&mut b.received, "large message").await;
+        assert_eq!(data.len(), 256 * 1024);
+        got.push(data[0]);
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..SENDS).collect::<Vec<_>>(), "each once");
+    assert!(
+        b.disconnected.try_recv().is_err(),
+        "the connection was never closed"
+    );
+    close_all(&[&a, &b]).await;
+    relay.shutdown().await.unwrap();
+}
