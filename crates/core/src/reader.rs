@@ -4,9 +4,9 @@
 //! [`ConnProto`](crate::proto::ConnProto); here is only I/O and the calls
 //! into kitsune2 and the registry.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use kitsune2_api::{BoxFut, K2Proto, K2WireType, Url};
@@ -29,9 +29,9 @@ enum Input {
     /// A new stream from the peer, or the connection's end.
     Stream(Result<DynRecvStream, CoreError>),
     /// A read on the control stream (on `/0`: the one stream).
-    Chunk(Result<Option<Bytes>, CoreError>),
+    Chunk(Result<Option<Vec<Bytes>>, CoreError>),
     /// A read on a `/1` message stream.
-    Message(MsgId, Result<Option<Bytes>, CoreError>),
+    Message(MsgId, Result<Option<Vec<Bytes>>, CoreError>),
     /// The protocol's deadline passed.
     Timeout,
     /// The protocol state changed outside the reader (a drain step), or
@@ -49,7 +49,9 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
     let mut stream: Option<DynRecvStream> = None;
     // `/1` message streams, read concurrently (at most the protocol's
     // limit: one more ends the connection).
-    let mut messages: Vec<(MsgId, DynRecvStream)> = Vec::new();
+    let mut messages: Vec<MessageStream> = Vec::new();
+    // The reader task's waker, for the message streams' own wakers.
+    let task = Arc::new(Mutex::new(None));
     // Where the next poll of the message streams starts, so that one busy
     // stream does not starve the others.
     let mut turn = 0usize;
@@ -86,7 +88,9 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
             stream = None;
         }
         // Dropping a message stream the protocol let go stops it.
-        messages.retain(|(id, _)| conn.with(|p| p.has_message_stream(*id)));
+        if !messages.is_empty() {
+            messages.retain(|m| conn.with(|p| p.has_message_stream(m.id)));
+        }
         // Before the next read the budget must cover the partial frame
         // held (the read itself is within the free share).
         let freed = shared.budget.freed();
@@ -101,7 +105,7 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
         let read_messages = may_read && conn.with(|p| p.may_read_messages());
         let message_reads = if read_messages {
             turn = turn.wrapping_add(1);
-            MessageReads::new(&mut messages, turn)
+            MessageReads::new(&mut messages, turn, &task)
         } else {
             MessageReads::default()
         };
@@ -111,14 +115,22 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
         conn.with(|p| match input {
             Input::Stream(Ok(s)) => match p.handle_stream(now) {
                 Some(StreamSlot::Control) => stream = Some(s),
-                Some(StreamSlot::Message(id)) => messages.push((id, s)),
+                Some(StreamSlot::Message(id)) => messages.push(MessageStream::new(id, s, &task)),
                 None => {}
             },
             Input::Stream(Err(e)) => p.handle_connection_lost(e, conn.connection.remote_close()),
-            Input::Chunk(Ok(Some(chunk))) => p.handle_chunk(chunk, now),
+            Input::Chunk(Ok(Some(chunks))) => {
+                for chunk in chunks {
+                    p.handle_chunk(chunk, now);
+                }
+            }
             Input::Chunk(Ok(None)) => p.handle_stream_end(now),
             Input::Chunk(Err(e)) => p.handle_stream_error(e),
-            Input::Message(id, Ok(Some(chunk))) => p.handle_message_chunk(id, chunk, now),
+            Input::Message(id, Ok(Some(chunks))) => {
+                for chunk in chunks {
+                    p.handle_message_chunk(id, chunk, now);
+                }
+            }
             Input::Message(id, Ok(None)) => p.handle_message_end(id),
             Input::Message(id, Err(e)) => p.handle_message_error(id, e),
             Input::Timeout => p.handle_timeout(now),
@@ -134,7 +146,7 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
                     break;
                 };
                 if let Some(StreamSlot::Message(id)) = conn.with(|p| p.handle_stream(now)) {
-                    messages.push((id, s));
+                    messages.push(MessageStream::new(id, s, &task));
                 }
             }
         }
@@ -144,39 +156,116 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
 /// The output of `fut` if it is ready at its first poll.
 fn ready_now<F: Future>(fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut cx = Context::from_waker(Waker::noop());
     match fut.as_mut().poll(&mut cx) {
         Poll::Ready(out) => Some(out),
         Poll::Pending => None,
     }
 }
 
-type ChunkRead<'a> = BoxFut<'a, Result<Option<Bytes>, CoreError>>;
+/// A read of a `/1` message stream that owns the stream and gives it
+/// back with what it read.
+type MessageRead = BoxFut<'static, (DynRecvStream, Result<Option<Vec<Bytes>>, CoreError>)>;
 
-/// One read on each message stream, polled in turn from a rotating start.
+fn read_message(mut stream: DynRecvStream) -> MessageRead {
+    Box::pin(async move {
+        let read = stream.read_chunks().await;
+        (stream, read)
+    })
+}
+
+/// A `/1` message stream being read: its read lives across the reader's
+/// turns, with a waker of its own that marks it ready, so the reader
+/// polls only the streams that have something (or a new read), not every
+/// open stream for every read. Dropped, it drops the stream.
+struct MessageStream {
+    id: MsgId,
+    read: MessageRead,
+    wake: Arc<StreamWake>,
+}
+
+impl MessageStream {
+    fn new(id: MsgId, stream: DynRecvStream, task: &Arc<Mutex<Option<Waker>>>) -> Self {
+        Self {
+            id,
+            read: read_message(stream),
+            wake: Arc::new(StreamWake {
+                ready: AtomicBool::new(true),
+                task: task.clone(),
+            }),
+        }
+    }
+}
+
+/// Marks one message stream ready and wakes the reader task.
+struct StreamWake {
+    ready: AtomicBool,
+    /// The reader task's waker, as last seen by [`MessageReads::next`].
+    task: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Wake for StreamWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.lock().expect("poisoned").as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// One read on a ready message stream, tried in turn from a rotating
+/// start.
 #[derive(Default)]
 struct MessageReads<'a> {
-    reads: Vec<(MsgId, ChunkRead<'a>)>,
+    streams: &'a mut [MessageStream],
+    start: usize,
+    task: Option<&'a Arc<Mutex<Option<Waker>>>>,
 }
 
 impl<'a> MessageReads<'a> {
-    fn new(streams: &'a mut [(MsgId, DynRecvStream)], turn: usize) -> Self {
-        let n = streams.len().max(1);
-        let mut reads: Vec<(MsgId, ChunkRead<'a>)> = streams
-            .iter_mut()
-            .map(|(id, s)| (*id, s.read_chunk()))
-            .collect();
-        reads.rotate_left(turn % n);
-        Self { reads }
+    fn new(
+        streams: &'a mut [MessageStream],
+        turn: usize,
+        task: &'a Arc<Mutex<Option<Waker>>>,
+    ) -> Self {
+        let start = turn % streams.len().max(1);
+        Self {
+            streams,
+            start,
+            task: Some(task),
+        }
     }
 
     /// The first read to complete; never resolves without streams.
-    /// Cancel safe: reads lose no bytes when dropped.
+    /// Cancel safe: the reads live in the streams, across calls.
     async fn next(&mut self) -> Input {
         std::future::poll_fn(|cx| {
-            for (id, read) in &mut self.reads {
-                if let Poll::Ready(r) = read.as_mut().poll(cx) {
-                    return Poll::Ready(Input::Message(*id, r));
+            let (Some(task), false) = (self.task, self.streams.is_empty()) else {
+                return Poll::Pending;
+            };
+            {
+                let mut task = task.lock().expect("poisoned");
+                if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *task = Some(cx.waker().clone());
+                }
+            }
+            let n = self.streams.len();
+            for i in 0..n {
+                let m = &mut self.streams[(self.start + i) % n];
+                if !m.wake.ready.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
+                let waker = Waker::from(m.wake.clone());
+                let mut stream_cx = Context::from_waker(&waker);
+                if let Poll::Ready((stream, read)) = m.read.as_mut().poll(&mut stream_cx) {
+                    // The next read, polled on the next turn.
+                    m.read = read_message(stream);
+                    m.wake.ready.store(true, Ordering::SeqCst);
+                    return Poll::Ready(Input::Message(m.id, read));
                 }
             }
             Poll::Pending
@@ -212,7 +301,7 @@ async fn next_input(
             // large message must not hold up.
             Some(stream) => tokio::select! {
                 biased;
-                r = stream.read_chunk() => Input::Chunk(r),
+                r = stream.read_chunks() => Input::Chunk(r),
                 input = messages.next() => input,
                 r = conn.connection.accept_uni() => Input::Stream(r),
             },

@@ -212,6 +212,22 @@ pub trait RecvStream: Send + Sync + Debug + 'static {
     /// An error means the stream (or connection) failed. Cancel safety:
     /// cancelling loses no bytes.
     fn read_chunk(&mut self) -> BoxFut<'_, Result<Option<Bytes>, CoreError>>;
+
+    /// Every chunk ready now, in order, [`MAX_READ_CHUNK`] bytes at most
+    /// in all, waiting only while none is; `Ok(None)` once the peer
+    /// finished the stream and every byte was taken. The reader takes
+    /// what arrived since its last read in one call instead of one call
+    /// (and one turn of its loop) per chunk: QUIC hands out one chunk per
+    /// received packet, about 1.2 KiB.
+    ///
+    /// Errors as [`read_chunk`](Self::read_chunk); an error met after
+    /// some chunks is returned by the next call, the chunks by this one.
+    /// Cancel safety: cancelling loses no bytes.
+    ///
+    /// The default reads one chunk.
+    fn read_chunks(&mut self) -> BoxFut<'_, Result<Option<Vec<Bytes>>, CoreError>> {
+        Box::pin(async move { Ok(self.read_chunk().await?.map(|c| vec![c])) })
+    }
 }
 
 /// Wall-clock time, for the timestamps kitsune2 wants (connection open

@@ -10,14 +10,18 @@
 
 use crate::endpoint::COME_BACK_SILENCE;
 use crate::error::{IrohTransportError, core_err};
-use crate::iroh_types::{ConnectionError, QuicConnection, QuicRecvStream, QuicSendStream, VarInt};
+use crate::iroh_types::{
+    ConnectionError, QuicConnection, QuicRecvStream, QuicSendStream, ReadError, VarInt,
+};
 use bytes::Bytes;
 use kitsune2_api::BoxFut;
 use kitsune2_iroh_core::{
     CloseCode, Connection, CoreError, DynRecvStream, DynSendStream, RecvStream, SendStream,
     WireVersion,
 };
+use std::future::Future;
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 /// How often [`IrohConnection`]'s `probe_gone` looks at QUIC's counters.
@@ -102,7 +106,7 @@ impl Connection for IrohConnection {
                 .accept_uni()
                 .await
                 .map_err(|e| conn_err("accept_uni", e))?;
-            Ok(Box::new(IrohRecvStream { inner: s }) as DynRecvStream)
+            Ok(Box::new(IrohRecvStream::new(s)) as DynRecvStream)
         })
     }
 
@@ -243,15 +247,65 @@ impl SendStream for IrohSendStream {
 #[derive(Debug)]
 pub struct IrohRecvStream {
     inner: QuicRecvStream,
+    /// An error met by `read_chunks` after it had taken chunks, returned
+    /// by the next read (QUIC reports a reset once, then an end).
+    deferred: Option<CoreError>,
+}
+
+impl IrohRecvStream {
+    fn new(inner: QuicRecvStream) -> Self {
+        Self {
+            inner,
+            deferred: None,
+        }
+    }
+}
+
+fn read_err(source: ReadError) -> CoreError {
+    core_err("read", IrohTransportError::Read { source })
 }
 
 impl RecvStream for IrohRecvStream {
     fn read_chunk(&mut self) -> BoxFut<'_, Result<Option<Bytes>, CoreError>> {
         Box::pin(async move {
+            if let Some(e) = self.deferred.take() {
+                return Err(e);
+            }
             self.inner
                 .read_chunk(READ_CHUNK_MAX)
                 .await
-                .map_err(|source| core_err("read", IrohTransportError::Read { source }))
+                .map_err(read_err)
         })
+    }
+
+    /// Takes QUIC's ready chunks one `read_chunk` after the other within
+    /// one poll, so nothing taken is held across a wait (cancel safe).
+    fn read_chunks(&mut self) -> BoxFut<'_, Result<Option<Vec<Bytes>>, CoreError>> {
+        Box::pin(std::future::poll_fn(move |cx| {
+            if let Some(e) = self.deferred.take() {
+                return Poll::Ready(Err(e));
+            }
+            let mut out = Vec::new();
+            let mut taken = 0;
+            while taken < READ_CHUNK_MAX {
+                let read = std::pin::pin!(self.inner.read_chunk(READ_CHUNK_MAX - taken)).poll(cx);
+                match read {
+                    Poll::Ready(Ok(Some(chunk))) => {
+                        taken += chunk.len();
+                        out.push(chunk);
+                    }
+                    // QUIC answers the end again on the next read.
+                    Poll::Ready(Ok(None)) if out.is_empty() => return Poll::Ready(Ok(None)),
+                    Poll::Ready(Err(e)) if out.is_empty() => return Poll::Ready(Err(read_err(e))),
+                    Poll::Ready(Err(e)) => {
+                        self.deferred = Some(read_err(e));
+                        break;
+                    }
+                    Poll::Pending if out.is_empty() => return Poll::Pending,
+                    Poll::Ready(Ok(None)) | Poll::Pending => break,
+                }
+            }
+            Poll::Ready(Ok(Some(out)))
+        }))
     }
 }
