@@ -25,8 +25,9 @@ use crate::url::{is_loopback_relay, peer_url_len};
 use kitsune2_iroh_codec::{FRAME_HEADER_LEN, PREFLIGHT_URL_LEN_LEN};
 use kitsune2_iroh_core::{
     CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT,
-    DEFAULT_LARGE_MESSAGE_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_CONNECTIONS,
-    DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_LARGE_MESSAGE_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_STREAMS,
+    DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_SILENCE_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
 };
 use std::time::Duration;
 
@@ -48,6 +49,27 @@ const _: () = assert!(
 /// Default `relayKeepaliveIntervalS`: 120 s, well inside the bootstrap
 /// server's 5-minute auth token idle timeout.
 pub const DEFAULT_RELAY_KEEPALIVE_INTERVAL_S: u32 = 120;
+
+/// Largest `maxMessageStreams`: QUIC's `max_concurrent_uni_streams`
+/// (this plus one for the control stream) is a varint, and more streams
+/// than this at once only cost memory per connection without letting
+/// large messages through any faster.
+pub const MAX_MESSAGE_STREAMS_LIMIT: usize = 1024;
+
+/// Smallest `silenceTimeoutS`: 3 s, three QUIC keep-alive rounds
+/// ([`KEEP_ALIVE_INTERVAL`](crate::endpoint::KEEP_ALIVE_INTERVAL), 1 s) and
+/// the silence after which the come-back probe already takes a peer as
+/// gone ([`COME_BACK_SILENCE`](crate::endpoint::COME_BACK_SILENCE)). A live
+/// peer is heard from about every second plus a round trip; a shorter
+/// timeout would close healthy connections on one lost keep-alive.
+pub const MIN_SILENCE_TIMEOUT_S: u32 = 3;
+
+const _: () = assert!(
+    MIN_SILENCE_TIMEOUT_S as u128 * 1000 >= crate::endpoint::COME_BACK_SILENCE.as_millis()
+        && MIN_SILENCE_TIMEOUT_S as u128 * 1000
+            > 2 * crate::endpoint::KEEP_ALIVE_INTERVAL.as_millis(),
+    "the smallest silence timeout covers the come-back silence and two keep-alive rounds"
+);
 
 /// Length assumed for this node's peer URL when no relay URL is configured
 /// (the relay is then one of iroh's defaults, whose URLs are shorter).
@@ -169,12 +191,57 @@ pub struct IrohTransportConfig {
     )]
     pub large_message_bytes: usize,
 
+    /// On a `kitsune2/1` connection, how many message streams (large
+    /// messages, one each) the peer may have open towards us at once; QUIC's
+    /// `max_concurrent_uni_streams` is this plus one (the control stream),
+    /// so an honest peer waits for a stream and the two limits always
+    /// agree. From 1 to [`MAX_MESSAGE_STREAMS_LIMIT`]. Not in the
+    /// incumbent, which speaks only `kitsune2/0` (one stream).
+    ///
+    /// Default: 16 ([`DEFAULT_MAX_MESSAGE_STREAMS`]).
+    #[serde(
+        default = "default_max_message_streams",
+        skip_serializing_if = "is_default_max_message_streams"
+    )]
+    pub max_message_streams: usize,
+
+    /// Seconds an established connection may hear nothing from the peer
+    /// (not even the acknowledgement of a QUIC keep-alive, sent after 1 s
+    /// of silence) before it is closed as lost and the peer is marked
+    /// unresponsive. At least [`MIN_SILENCE_TIMEOUT_S`] (3 s); there is no
+    /// "off": a value at or above QUIC's idle timeout (30 s,
+    /// [`MAX_IDLE_TIMEOUT`](crate::endpoint::MAX_IDLE_TIMEOUT)) leaves it to
+    /// the idle timeout. Not in the incumbent, which has no watchdog.
+    ///
+    /// Default: 10 s ([`DEFAULT_SILENCE_TIMEOUT`]).
+    #[serde(
+        default = "default_silence_timeout_s",
+        skip_serializing_if = "is_default_silence_timeout_s"
+    )]
+    pub silence_timeout_s: u32,
+
     /// Accept `kitsune2/1` (preferred) besides `kitsune2/0`: between two
     /// nodes of this crate with it on, a large message no longer holds up
     /// the small ones behind it. Off by default for now; a peer that
     /// speaks only `kitsune2/0` (the incumbent) is unaffected either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kitsune2_v1: bool,
+}
+
+fn is_default_max_message_streams(v: &usize) -> bool {
+    *v == default_max_message_streams()
+}
+
+fn default_max_message_streams() -> usize {
+    DEFAULT_MAX_MESSAGE_STREAMS
+}
+
+fn is_default_silence_timeout_s(v: &u32) -> bool {
+    *v == default_silence_timeout_s()
+}
+
+fn default_silence_timeout_s() -> u32 {
+    whole_secs(DEFAULT_SILENCE_TIMEOUT)
 }
 
 fn is_default_large_message_bytes(v: &usize) -> bool {
@@ -249,6 +316,8 @@ impl Default for IrohTransportConfig {
             partial_frame_budget_bytes: DEFAULT_PARTIAL_FRAME_BUDGET,
             frame_progress_timeout_s: default_frame_progress_timeout_s(),
             large_message_bytes: DEFAULT_LARGE_MESSAGE_BYTES,
+            max_message_streams: DEFAULT_MAX_MESSAGE_STREAMS,
+            silence_timeout_s: default_silence_timeout_s(),
             kitsune2_v1: false,
         }
     }
@@ -364,6 +433,22 @@ impl IrohTransportConfig {
                 return out_of_range(key, "must be greater than zero");
             }
         }
+        if !(1..=MAX_MESSAGE_STREAMS_LIMIT).contains(&self.max_message_streams) {
+            return out_of_range(
+                "maxMessageStreams",
+                &format!("must be from 1 to {MAX_MESSAGE_STREAMS_LIMIT}"),
+            );
+        }
+        if self.silence_timeout_s < MIN_SILENCE_TIMEOUT_S {
+            return out_of_range(
+                "silenceTimeoutS",
+                &format!(
+                    "must be at least {MIN_SILENCE_TIMEOUT_S} (a live peer is heard from about \
+                     every second; there is no \"off\", 30 or more leaves it to QUIC's idle \
+                     timeout)"
+                ),
+            );
+        }
         if self.partial_frame_budget_bytes < self.max_frame_bytes {
             return out_of_range(
                 "partialFrameBudgetBytes",
@@ -402,7 +487,9 @@ impl IrohTransportConfig {
             max_connections: self.max_connections,
             partial_frame_budget: self.partial_frame_budget_bytes,
             large_message_bytes: self.large_message_bytes,
+            max_message_streams: self.max_message_streams,
             frame_progress_timeout: secs(self.frame_progress_timeout_s),
+            silence_timeout: secs(self.silence_timeout_s),
             ..CoreConfig::default()
         }
     }

@@ -5,8 +5,10 @@
 //!   accepts only `/0` unless [`accept_kitsune2_v1`] was called on it (the
 //!   config's `kitsune2V1`), and then prefers `/1`; a peer that speaks only
 //!   `/0` gets `/0`, byte for byte, either way.
-//! - At most [`MAX_UNI_STREAMS`] uni streams from the peer open at once:
-//!   the `/1` message streams the core allows, plus the control stream.
+//! - At most [`max_uni_streams`] uni streams from the peer open at once:
+//!   the `/1` message streams the core allows (the config's
+//!   `maxMessageStreams`, given to [`bind_endpoint_with`]), plus the
+//!   control stream.
 //! - QUIC keep-alive after [`KEEP_ALIVE_INTERVAL`] (1 s) without a packet
 //!   from the peer, so a live peer is heard from every second; the core
 //!   takes a peer silent for its `silence_timeout` (10 s) as dead, and
@@ -25,6 +27,7 @@ use crate::iroh_types::{
     RelayUrl, SecretKey, VarInt,
 };
 use crate::url::is_loopback_relay;
+use kitsune2_iroh_core::DEFAULT_MAX_MESSAGE_STREAMS;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +40,16 @@ pub const ALPN: &[u8] = kitsune2_iroh_core::ALPN_V0;
 /// `docs/wire-format.md`), preferred between two nodes of this crate.
 pub const ALPN_V1: &[u8] = kitsune2_iroh_core::ALPN_V1;
 
-/// QUIC's `max_concurrent_uni_streams`: the core's default
-/// `max_message_streams` (16) plus the control stream. A peer that has as
-/// many open waits to open another (back-pressure).
-pub const MAX_UNI_STREAMS: u32 = kitsune2_iroh_core::DEFAULT_MAX_MESSAGE_STREAMS as u32 + 1;
+/// QUIC's `max_concurrent_uni_streams` for an endpoint whose core takes
+/// `max_message_streams` message streams at once: that plus the control
+/// stream (saturating at `u32::MAX`). A peer that has as many open waits to
+/// open another (back-pressure), so an honest peer never trips the core's
+/// own check. The default: 17.
+pub fn max_uni_streams(max_message_streams: usize) -> u32 {
+    u32::try_from(max_message_streams)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+}
 
 /// Time without a packet from the peer after which QUIC sends a keep-alive
 /// (a PING the peer acknowledges): 1 s. A live peer is so heard from at
@@ -125,7 +134,9 @@ pub fn accept_kitsune2_v1(endpoint: &Endpoint) {
     endpoint.set_alpns(vec![ALPN_V1.to_vec(), ALPN.to_vec()]);
 }
 
-/// Binds an iroh endpoint configured for the kitsune2 wire protocol.
+/// Binds an iroh endpoint configured for the kitsune2 wire protocol, for a
+/// core with the default `max_message_streams`
+/// ([`DEFAULT_MAX_MESSAGE_STREAMS`], 16).
 ///
 /// # Errors
 ///
@@ -133,7 +144,23 @@ pub fn accept_kitsune2_v1(endpoint: &Endpoint) {
 /// socket cannot be bound; [`IrohTransportError::TimeoutOutOfRange`] if the
 /// idle timeout does not fit QUIC's varint.
 pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
-    bind(options, true).await
+    bind_endpoint_with(options, DEFAULT_MAX_MESSAGE_STREAMS).await
+}
+
+/// Binds an endpoint as [`bind_endpoint`] does, for a core that takes
+/// `max_message_streams` message streams at once (the config's
+/// `maxMessageStreams`): QUIC lets a peer open at most
+/// [`max_uni_streams`]`(max_message_streams)` uni streams towards it, so
+/// the two limits agree.
+///
+/// # Errors
+///
+/// As [`bind_endpoint`].
+pub async fn bind_endpoint_with(
+    options: &EndpointOptions,
+    max_message_streams: usize,
+) -> Result<Endpoint> {
+    bind(options, true, max_message_streams).await
 }
 
 /// Test-only: binds an endpoint as [`bind_endpoint`] does, but with no IP
@@ -149,11 +176,26 @@ pub async fn bind_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
 ///
 /// As [`bind_endpoint`].
 pub async fn bind_relay_only_endpoint(options: &EndpointOptions) -> Result<Endpoint> {
-    bind(options, false).await
+    bind_relay_only_endpoint_with(options, DEFAULT_MAX_MESSAGE_STREAMS).await
 }
 
-/// [`bind_endpoint`], with IP transports (UDP sockets) when `ip` is true.
-async fn bind(options: &EndpointOptions, ip: bool) -> Result<Endpoint> {
+/// Test-only: [`bind_relay_only_endpoint`] for a core that takes
+/// `max_message_streams` message streams at once (see
+/// [`bind_endpoint_with`]).
+///
+/// # Errors
+///
+/// As [`bind_endpoint`].
+pub async fn bind_relay_only_endpoint_with(
+    options: &EndpointOptions,
+    max_message_streams: usize,
+) -> Result<Endpoint> {
+    bind(options, false, max_message_streams).await
+}
+
+/// [`bind_endpoint`], with IP transports (UDP sockets) when `ip` is true,
+/// QUIC's uni stream limit for `max_message_streams`.
+async fn bind(options: &EndpointOptions, ip: bool, max_message_streams: usize) -> Result<Endpoint> {
     let idle = MAX_IDLE_TIMEOUT
         .try_into()
         .map_err(|_| IrohTransportError::TimeoutOutOfRange {
@@ -162,7 +204,7 @@ async fn bind(options: &EndpointOptions, ip: bool) -> Result<Endpoint> {
     let transport = QuicTransportConfig::builder()
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .max_idle_timeout(Some(idle))
-        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(max_uni_streams(max_message_streams)))
         .build();
     let relay_mode = match &options.relay_url {
         Some(_) if options.defer_relay => RelayMode::Custom(RelayMap::empty()),
@@ -217,6 +259,13 @@ mod tests {
         ] {
             assert!(config(remote).quic.is_some(), "{remote}");
         }
+    }
+
+    #[test]
+    fn uni_streams_are_the_message_streams_and_the_control_stream() {
+        assert_eq!(max_uni_streams(DEFAULT_MAX_MESSAGE_STREAMS), 17);
+        assert_eq!(max_uni_streams(2), 3);
+        assert_eq!(max_uni_streams(usize::MAX), u32::MAX);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::config::{IrohTransportConfig, IrohTransportModConfig};
 use crate::endpoint::{
-    EndpointOptions, accept_kitsune2_v1, bind_endpoint, bind_relay_only_endpoint,
+    EndpointOptions, accept_kitsune2_v1, bind_endpoint_with, bind_relay_only_endpoint_with,
 };
 use crate::error::IrohTransportError;
 use crate::iroh_endpoint::IrohEndpoint;
@@ -51,9 +51,10 @@ impl IrohTransportFactory {
     }
 
     /// Test-only: a factory whose main endpoint has no IP transport
-    /// ([`bind_relay_only_endpoint`]), so all its traffic goes through its
-    /// relay, as between peers whose holepunching fails. For benchmarks
-    /// and tests of the relayed path on loopback; not for production use.
+    /// ([`bind_relay_only_endpoint`](crate::endpoint::bind_relay_only_endpoint)),
+    /// so all its traffic goes through its relay, as between peers whose
+    /// holepunching fails. For benchmarks and tests of the relayed path on
+    /// loopback; not for production use.
     /// Endpoints for per-space relays are bound as usual.
     pub fn create_relay_only() -> DynTransportFactory {
         Arc::new(Self {
@@ -157,10 +158,13 @@ async fn create(
         secret_key: None,
         defer_relay: auth_material.is_some(),
     };
+    // QUIC's uni stream limit and the core's `max_message_streams` come
+    // from the one key, so they agree.
+    let streams = config.max_message_streams;
     let endpoint = if relay_only {
-        bind_relay_only_endpoint(&options).await?
+        bind_relay_only_endpoint_with(&options, streams).await?
     } else {
-        bind_endpoint(&options).await?
+        bind_endpoint_with(&options, streams).await?
     };
     if config.kitsune2_v1 {
         accept_kitsune2_v1(&endpoint);
@@ -173,6 +177,7 @@ async fn create(
             own_auth_material_base64: config.auth_material_relay_base64.clone(),
             keepalive_interval,
             bind_addr,
+            max_message_streams: config.max_message_streams,
         }),
     );
     if let (Some(relay), Some(material)) = (relay_url, auth_material) {

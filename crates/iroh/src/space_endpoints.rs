@@ -9,7 +9,7 @@
 //! space may use, and with what auth, is [`space_relays`](crate::space_relays)'s
 //! call.
 
-use crate::endpoint::{EndpointOptions, bind_endpoint, insert_relay};
+use crate::endpoint::{EndpointOptions, bind_endpoint_with, insert_relay};
 use crate::error::core_err;
 use crate::iroh_types::{Endpoint, RelayUrl};
 use crate::relay_auth::RelayAuth;
@@ -141,16 +141,19 @@ impl SpaceEndpoints {
             }
             return Ok(());
         }
-        let endpoint = bind_endpoint(&EndpointOptions {
-            relay_url: Some(relay.clone()),
-            bind_addr: self
-                .relays
-                .settings
-                .bind_addr
-                .map(|a| SocketAddr::new(a.ip(), 0)),
-            secret_key: Some(main.secret_key().clone()),
-            defer_relay: token.is_some(),
-        })
+        let endpoint = bind_endpoint_with(
+            &EndpointOptions {
+                relay_url: Some(relay.clone()),
+                bind_addr: self
+                    .relays
+                    .settings
+                    .bind_addr
+                    .map(|a| SocketAddr::new(a.ip(), 0)),
+                secret_key: Some(main.secret_key().clone()),
+                defer_relay: token.is_some(),
+            },
+            self.relays.settings.max_message_streams,
+        )
         .await
         .map_err(|e| core_err("bind space endpoint", e))?;
         if token.is_some() {

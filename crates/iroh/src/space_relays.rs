@@ -58,6 +58,9 @@ pub(crate) struct SpaceRelaySettings {
     /// The address the transport binds: space endpoints bind its IP (any
     /// port); all interfaces when `None`.
     pub(crate) bind_addr: Option<SocketAddr>,
+    /// The config's `maxMessageStreams`: space endpoints give QUIC the
+    /// same stream limit as the main one, since the one core reads all.
+    pub(crate) max_message_streams: usize,
 }
 
 impl Default for SpaceRelaySettings {
@@ -69,6 +72,7 @@ impl Default for SpaceRelaySettings {
                 crate::config::DEFAULT_RELAY_KEEPALIVE_INTERVAL_S,
             )),
             bind_addr: None,
+            max_message_streams: kitsune2_iroh_core::DEFAULT_MAX_MESSAGE_STREAMS,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Config: JSON compatibility with `kitsune2_transport_iroh` and validation.
 
+use kitsune2_iroh::config::{MAX_MESSAGE_STREAMS_LIMIT, MIN_SILENCE_TIMEOUT_S};
 use kitsune2_iroh::{
     IrohTransportConfig, IrohTransportError, IrohTransportModConfig, PlainTextPolicy,
 };
+use kitsune2_iroh_core::{DEFAULT_MAX_MESSAGE_STREAMS, DEFAULT_SILENCE_TIMEOUT};
 use kitsune2_transport_iroh as incumbent;
 
 fn incumbent_full() -> incumbent::IrohTransportModConfig {
@@ -103,6 +105,8 @@ fn our_own_limits_round_trip_and_the_incumbent_ignores_them() {
     c.max_connections = 70;
     c.partial_frame_budget_bytes = 1 << 20;
     c.frame_progress_timeout_s = 9;
+    c.max_message_streams = 2;
+    c.silence_timeout_s = 4;
     let json = serde_json::to_value(&ours).unwrap();
     let inner = &json["irohTransport"];
     assert_eq!(inner["writeTimeoutS"], 3);
@@ -110,6 +114,8 @@ fn our_own_limits_round_trip_and_the_incumbent_ignores_them() {
     assert_eq!(inner["maxConnections"], 70);
     assert_eq!(inner["partialFrameBudgetBytes"], 1 << 20);
     assert_eq!(inner["frameProgressTimeoutS"], 9);
+    assert_eq!(inner["maxMessageStreams"], 2);
+    assert_eq!(inner["silenceTimeoutS"], 4);
     let back: IrohTransportModConfig = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(back, ours);
     let theirs: incumbent::IrohTransportModConfig = serde_json::from_value(json).unwrap();
@@ -123,6 +129,8 @@ fn our_own_limits_round_trip_and_the_incumbent_ignores_them() {
     assert_eq!(core.max_connections, 70);
     assert_eq!(core.partial_frame_budget, 1 << 20);
     assert_eq!(core.frame_progress_timeout.as_secs(), 9);
+    assert_eq!(core.max_message_streams, 2);
+    assert_eq!(core.silence_timeout, std::time::Duration::from_secs(4));
     assert_eq!(core.max_frame_bytes, 12_345);
     assert_eq!(core.connect_timeout.as_secs(), 7);
 }
@@ -161,6 +169,103 @@ fn our_own_limits_are_checked() {
 #[test]
 fn defaults_are_valid() {
     IrohTransportConfig::default().validate().unwrap();
+}
+
+/// The default config gives the core its own defaults for the two keys,
+/// and writes neither (checked against the incumbent's JSON above).
+#[test]
+fn message_streams_and_silence_default_to_the_cores() {
+    let c = IrohTransportConfig::default();
+    assert_eq!(c.max_message_streams, DEFAULT_MAX_MESSAGE_STREAMS);
+    assert_eq!(
+        u64::from(c.silence_timeout_s),
+        DEFAULT_SILENCE_TIMEOUT.as_secs()
+    );
+    let core = c.core_config();
+    assert_eq!(core.max_message_streams, DEFAULT_MAX_MESSAGE_STREAMS);
+    assert_eq!(core.silence_timeout, DEFAULT_SILENCE_TIMEOUT);
+    let json = serde_json::to_value(&c).unwrap();
+    assert!(json.get("maxMessageStreams").is_none(), "{json}");
+    assert!(json.get("silenceTimeoutS").is_none(), "{json}");
+    let read: IrohTransportConfig = serde_json::from_value(
+        serde_json::json!({"relayUrl": null, "relayAllowPlainText": false,
+            "maxFrameBytes": 1000, "connectTimeoutS": 5, "maxMessageStreams": 3,
+            "silenceTimeoutS": 30}),
+    )
+    .unwrap();
+    assert_eq!(read.max_message_streams, 3);
+    assert_eq!(read.silence_timeout_s, 30);
+}
+
+/// `maxMessageStreams` from 1 to `MAX_MESSAGE_STREAMS_LIMIT`; 0 would let
+/// no large message through at all.
+#[test]
+fn max_message_streams_is_range_checked() {
+    let with = |n: usize| IrohTransportConfig {
+        max_message_streams: n,
+        ..IrohTransportConfig::default()
+    };
+    for bad in [0, MAX_MESSAGE_STREAMS_LIMIT + 1, usize::MAX] {
+        let err = with(bad).validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IrohTransportError::OutOfRange {
+                    key: "maxMessageStreams",
+                    ..
+                }
+            ),
+            "{bad}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("maxMessageStreams must be from 1 to 1024"),
+            "{err}"
+        );
+        // `create` applies it too.
+        assert!(with(bad).validate_for_create().is_err());
+    }
+    for good in [1, 2, 16, MAX_MESSAGE_STREAMS_LIMIT] {
+        with(good).validate().unwrap();
+    }
+}
+
+/// `silenceTimeoutS` below 3 (0 included: there is no "off") is refused:
+/// a live peer is heard from about every second, so a shorter timeout
+/// would close healthy connections.
+#[test]
+fn silence_timeout_is_range_checked_and_zero_is_not_off() {
+    let with = |s: u32| IrohTransportConfig {
+        silence_timeout_s: s,
+        ..IrohTransportConfig::default()
+    };
+    for bad in 0..MIN_SILENCE_TIMEOUT_S {
+        let err = with(bad).validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IrohTransportError::OutOfRange {
+                    key: "silenceTimeoutS",
+                    ..
+                }
+            ),
+            "{bad}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("silenceTimeoutS must be at least 3"),
+            "{err}"
+        );
+        assert!(with(bad).validate_for_create().is_err());
+    }
+    assert_eq!(MIN_SILENCE_TIMEOUT_S, 3);
+    for good in [MIN_SILENCE_TIMEOUT_S, 10, 30, u32::MAX] {
+        with(good).validate().unwrap();
+        assert_eq!(
+            with(good).core_config().silence_timeout.as_secs(),
+            u64::from(good)
+        );
+    }
 }
 
 fn with_relay(url: &str, plain: bool) -> IrohTransportConfig {

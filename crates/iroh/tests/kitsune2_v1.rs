@@ -1,9 +1,11 @@
 //! `kitsune2/1` over iroh: negotiation (two nodes of this crate pick `/1`,
 //! a peer that speaks only `/0`, as the incumbent, gets `/0` in both dial
-//! directions), a small message overtaking a large one, and large sends
+//! directions), a small message overtaking a large one, large sends
 //! cancelled mid-message that leave the connection and every other message
-//! alone. The interop tests (`interop*.rs`) show the incumbent unaffected:
-//! they send messages above the large-message threshold both ways.
+//! alone, and more concurrent large sends than the receiver's
+//! `maxMessageStreams` (default and 2) held back without loss. The interop
+//! tests (`interop*.rs`) show the incumbent unaffected: they send messages
+//! above the large-message threshold both ways.
 
 use kitsune2_iroh::endpoint::{ALPN, ALPN_V1, accept_kitsune2_v1};
 use kitsune2_iroh::url::peer_url;
@@ -22,18 +24,26 @@ async fn endpoint(relay: &RelayUrl) -> (IrohEndpoint, kitsune2_iroh::Endpoint) {
 
 /// Two nodes of ours with `kitsune2V1` on, connected by a first message.
 async fn connected_v1() -> (EmbeddedRelay, Node, Node) {
+    connected_v1_with(IrohTransportConfig::default().max_message_streams).await
+}
+
+/// As [`connected_v1`], `b` with `maxMessageStreams` at `b_streams`.
+async fn connected_v1_with(b_streams: usize) -> (EmbeddedRelay, Node, Node) {
     let relay = EmbeddedRelay::start().await.expect("the relay starts");
-    let v1 = || {
+    let v1 = |max_message_streams| {
         let config = IrohTransportConfig {
             relay_url: Some(relay.url().as_str().to_owned()),
             relay_allow_plain_text: true,
             kitsune2_v1: true,
+            max_message_streams,
             ..Default::default()
         };
         Arc::new(builder_with(factory(true), config, true))
     };
-    let a = try_node(v1()).await.unwrap();
-    let mut b = try_node(v1()).await.unwrap();
+    let a = try_node(v1(IrohTransportConfig::default().max_message_streams))
+        .await
+        .unwrap();
+    let mut b = try_node(v1(b_streams)).await.unwrap();
     notify(&a, &b.url, Bytes::from_static(b"hi")).await;
     next(&mut b.received, "first message").await;
     (relay, a, b)
@@ -181,14 +191,36 @@ async fn large_sends_cancelled_mid_message_leave_everything_else_alone() {
 }
 
 /// More concurrent large sends than the reader takes message streams
-/// (16): QUIC's stream limit makes the extra ones wait, and the reader's
-/// own check (one stream too many ends the connection) never fires between
-/// two nodes of ours.
+/// (16, the default `maxMessageStreams`): QUIC's stream limit makes the
+/// extra ones wait, and the reader's own check (one stream too many ends
+/// the connection) never fires between two nodes of ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn more_concurrent_large_sends_than_message_streams_all_arrive() {
     let (relay, a, mut b) = connected_v1().await;
-    const SENDS: u8 = 64;
-    let sends: Vec<_> = (0..SENDS)
+    concurrent_large_sends_all_arrive(&a, &mut b, 64).await;
+    close_all(&[&a, &b]).await;
+    relay.shutdown().await.unwrap();
+}
+
+/// The same with the receiver's `maxMessageStreams` at 2: its QUIC stream
+/// limit follows the key (3, with the control stream), so the sender never
+/// has more message streams open than the receiver's core takes, and the
+/// connection stays. With QUIC's limit left at its default (17) the
+/// sender opens up to 16 and the receiver closes the connection at the
+/// third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_low_max_message_streams_holds_senders_back_and_loses_nothing() {
+    let (relay, a, mut b) = connected_v1_with(2).await;
+    concurrent_large_sends_all_arrive(&a, &mut b, 32).await;
+    close_all(&[&a, &b]).await;
+    relay.shutdown().await.unwrap();
+}
+
+/// `sends` concurrent sends of 256 KiB from `a` to `b` (each above the
+/// large-message threshold, so each on a message stream of its own): every
+/// one returns `Ok`, arrives once, and `b` never loses the connection.
+async fn concurrent_large_sends_all_arrive(a: &Node, b: &mut Node, sends: u8) {
+    let tasks: Vec<_> = (0..sends)
         .map(|i| {
             let tx = a.transport.clone();
             let to = b.url.clone();
@@ -198,21 +230,19 @@ async fn more_concurrent_large_sends_than_message_streams_all_arrive() {
             })
         })
         .collect();
-    for s in sends {
-        timeout(BOUND, s).await.unwrap().unwrap().unwrap();
+    for t in tasks {
+        timeout(BOUND, t).await.unwrap().unwrap().unwrap();
     }
     let mut got = Vec::new();
-    for _ in 0..SENDS {
+    for _ in 0..sends {
         let (_, data) = next(&mut b.received, "large message").await;
         assert_eq!(data.len(), 256 * 1024);
         got.push(data[0]);
     }
     got.sort_unstable();
-    assert_eq!(got, (0..SENDS).collect::<Vec<_>>(), "each once");
+    assert_eq!(got, (0..sends).collect::<Vec<_>>(), "each once");
     assert!(
         b.disconnected.try_recv().is_err(),
         "the connection was never closed"
     );
-    close_all(&[&a, &b]).await;
-    relay.shutdown().await.unwrap();
 }

@@ -8,7 +8,7 @@ use kitsune2_iroh::{IrohTransportConfig, IrohTransportModConfig};
 use serde_json::{Map, Value, json};
 
 /// Every key under `irohTransport`, in declaration order.
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 15] = [
     "relayUrl",
     "relayAllowPlainText",
     "maxFrameBytes",
@@ -21,11 +21,13 @@ const KEYS: [&str; 13] = [
     "partialFrameBudgetBytes",
     "frameProgressTimeoutS",
     "largeMessageBytes",
+    "maxMessageStreams",
+    "silenceTimeoutS",
     "kitsune2V1",
 ];
 
 /// The keys the incumbent does not have: limits of ours, after its keys.
-const OURS_ONLY: [&str; 8] = [
+const OURS_ONLY: [&str; 10] = [
     "authMaterialRelayBase64",
     "writeTimeoutS",
     "maxPendingConnections",
@@ -33,6 +35,8 @@ const OURS_ONLY: [&str; 8] = [
     "partialFrameBudgetBytes",
     "frameProgressTimeoutS",
     "largeMessageBytes",
+    "maxMessageStreams",
+    "silenceTimeoutS",
     "kitsune2V1",
 ];
 
