@@ -44,6 +44,14 @@ pub const DEFAULT_MAX_MESSAGE_STREAMS: usize = 16;
 /// Default [`CoreConfig::silence_timeout`]: 10 s.
 pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default [`CoreConfig::max_concurrent_dials`]: 16.
+pub const DEFAULT_MAX_CONCURRENT_DIALS: usize = 16;
+
+/// How long one dial's handshake holds its place among the
+/// [`CoreConfig::max_concurrent_dials`]: a peer that does not answer (or
+/// answers slowly) must not hold up dials to others for a connect timeout.
+pub const DIAL_SLOT_HOLD: Duration = Duration::from_secs(1);
+
 /// Settings of a [`CoreTransport`](crate::CoreTransport).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -97,6 +105,14 @@ pub struct CoreConfig {
     /// unresponsive: a peer that crashed, froze or lost its network. Checked
     /// every second. Handshakes are not covered: the backend bounds those.
     pub silence_timeout: Duration,
+    /// Handshakes of our own dials that may be under way at once; a dial
+    /// past it waits for one to finish, or to have run for
+    /// [`DIAL_SLOT_HOLD`] (within its connect timeout, and using the peer's
+    /// own connection if that becomes active meanwhile). A burst of first
+    /// sends to many new peers so starts a few handshakes at a time instead
+    /// of all at once, which on a busy machine lets each finish instead of
+    /// all of them losing packets and missing their deadlines. At least 1.
+    pub max_concurrent_dials: usize,
     /// Bound on the best-effort delivery of a disconnect message.
     pub disconnect_send_timeout: Duration,
     /// Backend name reported by `dump_network_stats`.
@@ -118,6 +134,7 @@ impl Default for CoreConfig {
             large_message_bytes: DEFAULT_LARGE_MESSAGE_BYTES,
             max_message_streams: DEFAULT_MAX_MESSAGE_STREAMS,
             silence_timeout: DEFAULT_SILENCE_TIMEOUT,
+            max_concurrent_dials: DEFAULT_MAX_CONCURRENT_DIALS,
             disconnect_send_timeout: Duration::from_secs(1),
             backend: "iroh".to_owned(),
         }

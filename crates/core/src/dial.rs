@@ -11,16 +11,45 @@ use std::time::Duration;
 use bytes::Bytes;
 use kitsune2_api::Url;
 use kitsune2_iroh_codec::{FrameType, encode_header};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info};
 
+use crate::close::CloseCode;
+use crate::config::DIAL_SLOT_HOLD;
 use crate::conn::{Conn, WriteFailure};
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::PeerAddr;
 use crate::proto::{ConnState, Role};
 use crate::registry::DialRegistration;
 use crate::shared::Shared;
-use crate::traits::EndpointId;
+use crate::traits::{DynConnection, EndpointId};
+
+/// The pause before a dial that failed in a way that may pass is tried
+/// again; it doubles with each failure up to [`REDIAL_MAX_PAUSE`].
+const REDIAL_FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// The longest pause between two attempts of one dial.
+const REDIAL_MAX_PAUSE: Duration = Duration::from_secs(4);
+
+/// How one attempt of a dial failed.
+enum Attempt {
+    /// In a way that may pass (see [`CoreError::HandshakeFailed`]): the
+    /// dial tries again while the connect timeout lasts.
+    MayPass(CoreError),
+    /// For good, or with the connect timeout spent.
+    Final(CoreError),
+}
+
+/// How a dial's connect ended.
+enum Connect {
+    /// The backend's connect returned.
+    Done(Result<DynConnection, CoreError>),
+    /// The peer's own connection became active first: it carries the send.
+    PeerActive(Arc<Conn>),
+    /// The connect timeout passed.
+    TimedOut,
+}
 
 impl Shared {
     /// Sends `data` to `peer` as one data frame.
@@ -122,31 +151,84 @@ impl Shared {
             .peer_connect(url.clone())
             .await
             .map_err(CoreError::from_handler)?;
-        // The peer may dial us meanwhile (simultaneous first sends) and its
-        // connection become active while our handshake is still under way,
-        // e.g. waiting out a retransmission: then that one carries the
-        // send, and our attempt is abandoned.
-        let connect = timeout(self.config.connect_timeout, self.endpoint.connect(addr));
-        let connected = tokio::select! {
-            biased;
-            r = connect => r,
-            active = self.wait_active(&addr.id) => {
-                debug!(%url, "peer's own connection became active while we dialed; using it");
-                return Ok(active);
-            }
-        };
-        let connection = match connected {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
+        let deadline = Instant::now() + self.config.connect_timeout;
+        let mut pause = REDIAL_FIRST_PAUSE;
+        loop {
+            let e = match self
+                .dial_once(addr, &own_url, &preflight, started, deadline)
+                .await
+            {
+                Ok(conn) => return Ok(conn),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::MayPass(e)) => e,
+            };
+            if Instant::now() + pause >= deadline {
+                debug!(%url, %e, "dial failed and the connect timeout is spent");
                 self.mark_unresponsive(url).await;
                 return Err(e);
             }
-            Err(_) => {
+            debug!(%url, %e, ?pause, "dial failed in a way that may pass; dialing again");
+            tokio::select! {
+                biased;
+                active = self.wait_active(&addr.id) => return Ok(active),
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(REDIAL_MAX_PAUSE);
+        }
+    }
+
+    /// One attempt of [`Shared::dial`]: a slot, the handshake, our
+    /// preflight, the connection's resolution, all by `deadline`.
+    async fn dial_once(
+        self: &Arc<Self>,
+        addr: &PeerAddr,
+        own_url: &Url,
+        preflight: &Bytes,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Arc<Conn>, Attempt> {
+        let url = &addr.url;
+        // The peer may dial us meanwhile (simultaneous first sends) and its
+        // connection become active while our handshake is still under way,
+        // e.g. waiting out a retransmission, or while this dial waits for a
+        // slot: then that one carries the send, and our attempt is
+        // abandoned.
+        let slot = tokio::select! {
+            biased;
+            slot = timeout_at(deadline, self.dial_slots.clone().acquire_owned()) => slot,
+            active = self.wait_active(&addr.id) => {
+                debug!(%url, "peer's own connection became active while we waited to dial; using it");
+                return Ok(active);
+            }
+        };
+        let connected = match slot {
+            // INVARIANT: the semaphore is never closed.
+            Ok(slot) => {
+                let slot = slot.expect("dial slots are never closed");
+                match self.connect_in_slot(addr, slot, deadline).await {
+                    Connect::Done(r) => Ok(r),
+                    Connect::PeerActive(active) => {
+                        debug!(%url, "peer's own connection became active while we dialed; using it");
+                        return Ok(active);
+                    }
+                    Connect::TimedOut => Err(()),
+                }
+            }
+            Err(_) => Err(()),
+        };
+        let connection = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e @ CoreError::HandshakeFailed { .. })) => return Err(Attempt::MayPass(e)),
+            Ok(Err(e)) => {
                 self.mark_unresponsive(url).await;
-                return Err(CoreError::ConnectTimeout {
+                return Err(Attempt::Final(e));
+            }
+            Err(()) => {
+                self.mark_unresponsive(url).await;
+                return Err(Attempt::Final(CoreError::ConnectTimeout {
                     peer: url.as_str().to_owned(),
                     secs: self.config.connect_timeout.as_secs(),
-                });
+                }));
             }
         };
         if connection.remote_id() != addr.id {
@@ -155,11 +237,11 @@ impl Shared {
                 "backend returned a connection to another endpoint",
             );
             connection.close(err.close_code(), b"unexpected peer identity");
-            return Err(err);
+            return Err(Attempt::Final(err));
         }
         let preflight_wait = self.dialer_preflight_wait(started);
         let conn = self.new_conn(connection, Role::Dialer, preflight_wait);
-        conn.with(|p| p.queue_preflight(&own_url, preflight));
+        conn.with(|p| p.queue_preflight(own_url, preflight.clone()));
         let registration = {
             let mut registry = self.registry();
             // `close` sets the flag before it drains the registry, under
@@ -167,7 +249,7 @@ impl Shared {
             if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
                 drop(registry);
                 conn.close(CoreError::Closed, Initiator::Local);
-                return Err(CoreError::Closed);
+                return Err(Attempt::Final(CoreError::Closed));
             }
             registry.register_dial(&conn)
         };
@@ -181,13 +263,43 @@ impl Shared {
         if let Err(WriteFailure { error: e, .. }) = conn.write(None).await {
             if !matches!(conn.state(), ConnState::Superseded | ConnState::Draining) {
                 conn.close(e.clone(), Initiator::Backend);
-                return Err(e);
+                return Err(Attempt::Final(e));
             }
             // The peer's own dial won while ours was opening its stream:
             // wait for that connection instead.
             debug!(%url, %e, "dial superseded before its preflight went out");
         }
         self.await_usable(conn, addr, preflight_wait).await
+    }
+
+    /// Runs the backend's connect to `addr` until `deadline`, holding
+    /// `slot` (one of [`CoreConfig::max_concurrent_dials`]) until the
+    /// handshake ends or has run for [`DIAL_SLOT_HOLD`], whichever comes
+    /// first.
+    ///
+    /// [`CoreConfig::max_concurrent_dials`]: crate::CoreConfig::max_concurrent_dials
+    async fn connect_in_slot(
+        &self,
+        addr: &PeerAddr,
+        slot: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Connect {
+        let connect = timeout_at(deadline, self.endpoint.connect(addr));
+        tokio::pin!(connect);
+        let hold = tokio::time::sleep(DIAL_SLOT_HOLD);
+        tokio::pin!(hold);
+        let mut slot = Some(slot);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut connect => return r.map_or(Connect::TimedOut, Connect::Done),
+                active = self.wait_active(&addr.id) => return Connect::PeerActive(active),
+                () = &mut hold, if slot.is_some() => {
+                    debug!(peer = %addr.url, "handshake still under way; its dial slot goes to the next");
+                    slot = None;
+                }
+            }
+        }
     }
 
     /// Resolves with the peer's active connection once it has one.
@@ -225,7 +337,7 @@ impl Shared {
         conn: Arc<Conn>,
         addr: &PeerAddr,
         wait: Duration,
-    ) -> Result<Arc<Conn>, CoreError> {
+    ) -> Result<Arc<Conn>, Attempt> {
         let deadline = Instant::now() + wait;
         let timeout_err = CoreError::PreflightTimeout {
             secs: wait.as_secs(),
@@ -234,14 +346,14 @@ impl Shared {
             Err(_) => {
                 conn.close(timeout_err.clone(), Initiator::Remote);
                 self.mark_unresponsive(&addr.url).await;
-                Err(timeout_err)
+                Err(Attempt::Final(timeout_err))
             }
             Ok(ConnState::Active) => Ok(conn),
             Ok(ConnState::Superseded | ConnState::Draining) => {
                 debug!("dial superseded; waiting for the preferred connection");
                 timeout_at(deadline, self.wait_active(&addr.id))
                     .await
-                    .map_err(|_| timeout_err)
+                    .map_err(|_| Attempt::Final(timeout_err))
             }
             Ok(ConnState::Closed | ConnState::Pending) => {
                 // The error that ended it, as the reader saw it; a peer's
@@ -264,8 +376,28 @@ impl Shared {
                 // ours: the peer is as unresponsive either way.
                 if matches!(err, CoreError::PreflightTimeout { .. }) {
                     self.mark_unresponsive(&addr.url).await;
+                    return Err(Attempt::Final(err));
                 }
-                Err(err)
+                // Lost underneath (no close by the peer's protocol) before
+                // the peer's preflight came: as a handshake that failed,
+                // e.g. the peer dropped it at its own handshake deadline
+                // after ours had finished.
+                // Or the peer gave up waiting for our preflight: it was
+                // busy (a refusal by its kitsune2 says something else).
+                let lost = match conn.connection.remote_close() {
+                    None => err.initiator() == Initiator::Backend,
+                    Some((code, reason)) => {
+                        code == CloseCode::Unspecified
+                            && CoreError::is_preflight_timeout_reason(&String::from_utf8_lossy(
+                                &reason,
+                            ))
+                    }
+                };
+                Err(if lost {
+                    Attempt::MayPass(err)
+                } else {
+                    Attempt::Final(err)
+                })
             }
         }
     }

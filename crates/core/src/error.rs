@@ -136,13 +136,26 @@ pub enum CoreError {
         source: BackendError,
     },
 
+    /// A handshake with the peer failed in a way that may pass: it timed
+    /// out, or the peer reset or dropped it (busy, or its packets were
+    /// lost). The core dials again while the connect timeout lasts; a
+    /// send sees this only once that ran out.
+    #[error("connect failed: {source}")]
+    HandshakeFailed {
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+
     /// Bytes from or for the wire were not valid frames, or frames came in
     /// an order the protocol forbids.
     #[error("frame error: {0}")]
     Codec(#[from] CodecError),
 
-    /// The peer did not send its preflight in time.
-    #[error("no preflight from the peer within {secs} s")]
+    /// The peer did not send its preflight in time. A connection closed
+    /// for it carries this message as its close reason, which
+    /// [`CoreError::is_preflight_timeout_reason`] recognizes.
+    #[error("{PREFLIGHT_TIMEOUT_REASON} {secs} s")]
     PreflightTimeout {
         /// The timeout, in seconds.
         secs: u64,
@@ -251,11 +264,31 @@ pub enum CoreError {
     NoLocalAgents,
 }
 
+/// The start of the close reason of a connection closed because the
+/// peer's preflight did not come in time (the message of
+/// [`CoreError::PreflightTimeout`]).
+const PREFLIGHT_TIMEOUT_REASON: &str = "no preflight from the peer within";
+
 impl CoreError {
+    /// Whether a peer's close `reason` says it closed because our
+    /// preflight did not reach it in time (a peer of this crate; the
+    /// incumbent sends no reason then): a busy peer, not a refusal, so the
+    /// dial may be tried again.
+    pub fn is_preflight_timeout_reason(reason: &str) -> bool {
+        reason.starts_with(PREFLIGHT_TIMEOUT_REASON)
+    }
+
     /// Builds a [`CoreError::Io`] from a backend error or message.
     pub fn io(op: &'static str, err: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
         Self::Io {
             op,
+            source: BackendError::new(err),
+        }
+    }
+
+    /// Builds a [`CoreError::HandshakeFailed`] from a backend error.
+    pub fn handshake_failed(err: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self::HandshakeFailed {
             source: BackendError::new(err),
         }
     }
@@ -293,9 +326,10 @@ impl CoreError {
             | Self::PeerSilent { .. }
             | Self::TooManyMessageStreams { .. }
             | Self::ConnectionClosed { .. } => Initiator::Remote,
-            Self::ConnectTimeout { .. } | Self::RelayDown { .. } | Self::Io { .. } => {
-                Initiator::Backend
-            }
+            Self::ConnectTimeout { .. }
+            | Self::RelayDown { .. }
+            | Self::Io { .. }
+            | Self::HandshakeFailed { .. } => Initiator::Backend,
         }
     }
 

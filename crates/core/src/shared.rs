@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: Mutex<Vec<AbortHandle>>,
     /// Bytes in partially received frames, across connections.
     pub(crate) budget: FrameBudget,
+    /// Places for our dials' handshakes ([`CoreConfig::max_concurrent_dials`]).
+    pub(crate) dial_slots: Arc<tokio::sync::Semaphore>,
     serial: AtomicU64,
 }
 
@@ -56,6 +58,9 @@ impl Shared {
         clock: Arc<dyn WallClock>,
     ) -> Self {
         let budget = FrameBudget::new(config.partial_frame_budget);
+        let dial_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_dials.max(1),
+        ));
         Self {
             local_id: endpoint.local_id(),
             url: endpoint.watch_url(),
@@ -71,6 +76,7 @@ impl Shared {
             close_once: CloseOnce::new(),
             tasks: Mutex::new(Vec::new()),
             budget,
+            dial_slots,
             serial: AtomicU64::new(0),
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::iroh_types::{
     BindError, ConnectError, ConnectingError, ConnectionError, InvalidSocketAddr, KeyParsingError,
-    ReadError, RelayUrlParseError, StoppedError, WriteError,
+    ReadError, RelayUrlParseError, StoppedError, TransportErrorCode, WriteError,
 };
 #[cfg(feature = "relay")]
 use crate::iroh_types::{RelaySpawnError, RelaySupervisorError};
@@ -233,8 +233,57 @@ impl From<IrohTransportError> for K2Error {
     }
 }
 
+/// The core's error for a failed connect to `remote`: a handshake that
+/// timed out, or that the peer reset, dropped (a busy acceptor gives up on
+/// it at its deadline) or refused for now, may pass, and the core dials
+/// again ([`CoreError::HandshakeFailed`]); anything else (no common ALPN,
+/// a TLS failure, our own endpoint closed) is for good.
+pub(crate) fn connect_err(remote: String, source: ConnectError) -> CoreError {
+    let may_pass = match &source {
+        ConnectError::Connecting {
+            source: ConnectingError::ConnectionError { source, .. },
+            ..
+        }
+        | ConnectError::Connection { source, .. } => handshake_may_pass(source),
+        _ => false,
+    };
+    let err = IrohTransportError::Connect { remote, source };
+    if may_pass {
+        CoreError::handshake_failed(err)
+    } else {
+        core_err("connect", err)
+    }
+}
+
+/// Whether a connection that failed during its handshake with `e` may
+/// succeed when dialed again.
+fn handshake_may_pass(e: &ConnectionError) -> bool {
+    match e {
+        ConnectionError::TimedOut | ConnectionError::Reset => true,
+        ConnectionError::ConnectionClosed(close) => {
+            close.error_code == TransportErrorCode::APPLICATION_ERROR
+                || close.error_code == TransportErrorCode::CONNECTION_REFUSED
+        }
+        _ => false,
+    }
+}
+
 /// The core's error for a failed `op`, keeping `err` (and iroh's error
 /// under it) as its source.
 pub(crate) fn core_err(op: &'static str, err: IrohTransportError) -> CoreError {
     CoreError::io(op, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_that_timed_out_or_were_reset_may_pass_the_rest_not() {
+        assert!(handshake_may_pass(&ConnectionError::TimedOut));
+        assert!(handshake_may_pass(&ConnectionError::Reset));
+        assert!(!handshake_may_pass(&ConnectionError::LocallyClosed));
+        assert!(!handshake_may_pass(&ConnectionError::VersionMismatch));
+        assert!(!handshake_may_pass(&ConnectionError::CidsExhausted));
+    }
 }

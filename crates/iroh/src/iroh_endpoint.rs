@@ -6,7 +6,7 @@
 use crate::accept::{AcceptQueue, HandshakeLimits, HandshakeStats};
 use crate::connection::IrohConnection;
 use crate::endpoint::{ALPN, ALPN_V1, insert_relay};
-use crate::error::{IrohTransportError, core_err};
+use crate::error::{IrohTransportError, connect_err, core_err};
 use crate::iroh_types::{
     ConnectError, ConnectOptions, Endpoint, EndpointAddr, EndpointId, RelayUrl, TransportAddr,
     Watcher,
@@ -228,15 +228,9 @@ impl CoreEndpoint for IrohEndpoint {
                 let connecting = endpoint.connect_with_opts(addr, ALPN_V1, options).await?;
                 Ok::<_, ConnectError>(connecting.await?)
             };
-            let conn = connect.await.map_err(|source| {
-                core_err(
-                    "connect",
-                    IrohTransportError::Connect {
-                        remote: id.to_string(),
-                        source,
-                    },
-                )
-            })?;
+            let conn = connect
+                .await
+                .map_err(|source| connect_err(id.to_string(), source))?;
             Ok(Arc::new(IrohConnection::new(conn)) as DynConnection)
         })
     }

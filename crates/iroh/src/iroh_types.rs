@@ -6,8 +6,8 @@ pub use iroh::{Endpoint, EndpointId, RelayUrl, SecretKey};
 pub(crate) use iroh::endpoint::{
     BindError, ConnectError, ConnectOptions, ConnectingError, Connection as QuicConnection,
     ConnectionError, IncomingAddr, InvalidSocketAddr, PortmapperConfig, QuicTransportConfig,
-    ReadError, RecvStream as QuicRecvStream, SendStream as QuicSendStream, StoppedError, VarInt,
-    WriteError, presets::Minimal,
+    ReadError, RecvStream as QuicRecvStream, SendStream as QuicSendStream, StoppedError,
+    TransportErrorCode, VarInt, WriteError, presets::Minimal,
 };
 pub(crate) use iroh::{
     EndpointAddr, KeyParsingError, RelayConfig, RelayMap, RelayMode, RelayUrlParseError,

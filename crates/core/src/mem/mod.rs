@@ -3,8 +3,8 @@
 //!
 //! Endpoints get the URL `http://mem:1/<hex id>`. Streams are bounded
 //! channels of chunks, so a slow reader slows its writer (backpressure).
-//! Faults: refuse or delay connects ([`MemNetwork::refuse_connects`],
-//! [`MemNetwork::delay_connects`]), fail writes
+//! Faults: refuse, delay or drop connects ([`MemNetwork::refuse_connects`],
+//! [`MemNetwork::delay_connects`], [`MemNetwork::fail_handshakes`]), fail writes
 //! ([`MemNetwork::fail_writes`]), one-way latency per sender
 //! ([`MemNetwork::set_latency`]), kill connections with or without an
 //! application close ([`MemNetwork::kill`]), a crashed peer
@@ -105,6 +105,8 @@ impl Pair {
 struct NetState {
     endpoints: HashMap<EndpointId, mpsc::UnboundedSender<DynConnection>>,
     refuse: HashSet<EndpointId>,
+    /// Connects to each id still to fail as a dropped handshake.
+    handshake_failures: HashMap<EndpointId, usize>,
     delay: HashMap<EndpointId, Duration>,
     fail_writes: HashSet<EndpointId>,
     latency: HashMap<EndpointId, Duration>,
@@ -112,6 +114,18 @@ struct NetState {
     /// Set by [`MemNetwork::set_stream_limit`]; unset: [`DEFAULT_STREAM_LIMIT`].
     stream_limits: HashMap<EndpointId, Option<usize>>,
     pairs: Vec<Weak<Pair>>,
+    /// Connects under way (the delay of [`MemNetwork::delay_connects`]
+    /// is the handshake), and the most there were at once.
+    connects: (usize, usize),
+}
+
+/// Counts a connect as under way until dropped.
+struct ConnectUnderWay<'a>(&'a MemNetwork);
+
+impl Drop for ConnectUnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().expect("poisoned").connects.0 -= 1;
+    }
 }
 
 /// An in-process network of [`MemEndpoint`]s.
@@ -152,6 +166,17 @@ impl MemNetwork {
         } else {
             s.refuse.remove(&to);
         }
+    }
+
+    /// Makes the next `n` connects to `to` fail, after their delay, as a
+    /// handshake the peer dropped ([`CoreError::HandshakeFailed`]: a busy
+    /// peer, lost packets), which the core retries.
+    pub fn fail_handshakes(&self, to: EndpointId, n: usize) {
+        self.state
+            .lock()
+            .expect("poisoned")
+            .handshake_failures
+            .insert(to, n);
     }
 
     /// Delays connects to `to` by `delay` (`None`: no delay).
@@ -200,6 +225,12 @@ impl MemNetwork {
     pub fn set_stream_limit(&self, id: EndpointId, limit: Option<usize>) {
         let mut s = self.state.lock().expect("poisoned");
         s.stream_limits.insert(id, limit);
+    }
+
+    /// The most connects that were under way at once on this network
+    /// (a delayed connect is under way for its delay).
+    pub fn peak_concurrent_connects(&self) -> usize {
+        self.state.lock().expect("poisoned").connects.1
     }
 
     /// Makes every stream write by `from` fail (or work again).
@@ -339,11 +370,28 @@ impl MemEndpoint {
                 (limit(peer), limit(&self.id)),
             )
         };
+        {
+            let mut s = self.net.state.lock().expect("poisoned");
+            s.connects.0 += 1;
+            s.connects.1 = s.connects.1.max(s.connects.0);
+        }
+        let _under_way = ConnectUnderWay(&self.net);
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
         if refuse {
             return Err(CoreError::io("connect", "connection refused"));
+        }
+        {
+            let mut s = self.net.state.lock().expect("poisoned");
+            if let Some(n) = s.handshake_failures.get_mut(peer)
+                && *n > 0
+            {
+                *n -= 1;
+                return Err(CoreError::handshake_failed(
+                    "the peer dropped the handshake",
+                ));
+            }
         }
         let target = target.ok_or_else(|| CoreError::io("connect", "no such endpoint"))?;
         let pair = Arc::new(Pair {
