@@ -41,6 +41,17 @@ enum Attempt {
     Final(CoreError),
 }
 
+/// Whether the peer closed `conn` saying it was too busy for it (see
+/// [`CoreError::is_busy_close_reason`]).
+fn closed_busy(conn: &Conn) -> bool {
+    conn.connection
+        .remote_close()
+        .is_some_and(|(code, reason)| {
+            code == CloseCode::Unspecified
+                && CoreError::is_busy_close_reason(&String::from_utf8_lossy(&reason))
+        })
+}
+
 /// How a dial's connect ended.
 enum Connect {
     /// The backend's connect returned.
@@ -263,7 +274,13 @@ impl Shared {
         if let Err(WriteFailure { error: e, .. }) = conn.write(None).await {
             if !matches!(conn.state(), ConnState::Superseded | ConnState::Draining) {
                 conn.close(e.clone(), Initiator::Backend);
-                return Err(Attempt::Final(e));
+                // The peer closed it at once, too busy for it: a refusal
+                // for now.
+                return Err(if closed_busy(&conn) {
+                    Attempt::MayPass(e)
+                } else {
+                    Attempt::Final(e)
+                });
             }
             // The peer's own dial won while ours was opening its stream:
             // wait for that connection instead.
@@ -382,16 +399,12 @@ impl Shared {
                 // the peer's preflight came: as a handshake that failed,
                 // e.g. the peer dropped it at its own handshake deadline
                 // after ours had finished.
-                // Or the peer gave up waiting for our preflight: it was
-                // busy (a refusal by its kitsune2 says something else).
+                // Or the peer was too busy: it gave up waiting for our
+                // preflight or refused us at a connection limit (a
+                // refusal by its kitsune2 says something else).
                 let lost = match conn.connection.remote_close() {
                     None => err.initiator() == Initiator::Backend,
-                    Some((code, reason)) => {
-                        code == CloseCode::Unspecified
-                            && CoreError::is_preflight_timeout_reason(&String::from_utf8_lossy(
-                                &reason,
-                            ))
-                    }
+                    Some(_) => closed_busy(&conn),
                 };
                 Err(if lost {
                     Attempt::MayPass(err)

@@ -154,7 +154,7 @@ pub enum CoreError {
 
     /// The peer did not send its preflight in time. A connection closed
     /// for it carries this message as its close reason, which
-    /// [`CoreError::is_preflight_timeout_reason`] recognizes.
+    /// [`CoreError::is_busy_close_reason`] recognizes.
     #[error("{PREFLIGHT_TIMEOUT_REASON} {secs} s")]
     PreflightTimeout {
         /// The timeout, in seconds.
@@ -171,8 +171,10 @@ pub enum CoreError {
         authenticated: String,
     },
 
-    /// An incoming connection was refused: a limit is reached.
-    #[error("too many {what} (limit {limit})")]
+    /// An incoming connection was refused: a limit is reached. A
+    /// connection closed for it carries this message as its close reason,
+    /// which [`CoreError::is_busy_close_reason`] recognizes.
+    #[error("{TOO_MANY_REASON} {what} (limit {limit})")]
     TooManyConnections {
         /// Which limit.
         what: &'static str,
@@ -269,13 +271,18 @@ pub enum CoreError {
 /// [`CoreError::PreflightTimeout`]).
 const PREFLIGHT_TIMEOUT_REASON: &str = "no preflight from the peer within";
 
+/// The start of the close reason of a connection refused at a limit (the
+/// message of [`CoreError::TooManyConnections`]).
+const TOO_MANY_REASON: &str = "too many";
+
 impl CoreError {
-    /// Whether a peer's close `reason` says it closed because our
-    /// preflight did not reach it in time (a peer of this crate; the
-    /// incumbent sends no reason then): a busy peer, not a refusal, so the
-    /// dial may be tried again.
-    pub fn is_preflight_timeout_reason(reason: &str) -> bool {
-        reason.starts_with(PREFLIGHT_TIMEOUT_REASON)
+    /// Whether a peer's close `reason` says it was too busy for our
+    /// connection: it refused it at one of its connection limits, or gave
+    /// up waiting for our preflight (a peer of this crate; the incumbent
+    /// sends no such reason). Not a refusal of us, so the dial may be
+    /// tried again.
+    pub fn is_busy_close_reason(reason: &str) -> bool {
+        reason.starts_with(PREFLIGHT_TIMEOUT_REASON) || reason.starts_with(TOO_MANY_REASON)
     }
 
     /// Builds a [`CoreError::Io`] from a backend error or message.

@@ -184,3 +184,28 @@ async fn a_peer_that_refuses_our_preflight_fails_the_send_at_once() {
         "a refusal is not dialed again"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_at_its_pending_connection_limit_is_dialed_again_once_it_has_room() {
+    let net = MemNetwork::new();
+    let a_config = CoreConfig {
+        connect_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    let a = Node::with_config(&net, [1; 32], a_config);
+    let b_config = CoreConfig {
+        max_pending_connections: 1,
+        ..config()
+    };
+    let mut b = Node::with_config(&net, [2; 32], b_config);
+    // A silent peer holds b's one pending place until b's 10 s preflight
+    // deadline: b refuses a's connection, saying why.
+    let raw = net.endpoint([9; 32]);
+    let _silent = raw.connect_raw(&b.id).await.unwrap();
+    settle().await;
+    a.send(&b, b"room")
+        .await
+        .expect("dialed again once b had room");
+    assert_eq!(b.recv().await.1, Bytes::from_static(b"room"));
+    assert!(a.events().unresponsive.is_empty());
+}
