@@ -6,7 +6,7 @@
 //! that follows from the connection's end. Every state transition goes
 //! through [`Conn::with`], the one place the published state is updated.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -23,8 +23,23 @@ use crate::traits::{DynConnection, DynSendStream, EndpointId};
 use crate::version::WireVersion;
 
 /// Send priority of the `/1` control stream: above the message streams'
-/// (0), so that small messages overtake the bytes of a large one.
+/// (0 and below), so that small messages overtake the bytes of a large one.
 pub(crate) const CONTROL_PRIORITY: i32 = 1;
+
+/// Send priority of the `n`th `/1` message stream of a connection: each
+/// one below the one before, so that QUIC sends message streams one after
+/// the other in the order they were opened, instead of a packet of each in
+/// turn (its round robin among equal priorities). A large message so
+/// arrives as early as it can, the receiver holds one partial message
+/// instead of up to 16 and reads one stream at a time in long runs of
+/// chunks; large messages keep among themselves the order of `/0`, and
+/// small ones still overtake them all. (After 2^30 message streams the
+/// numbering starts over: streams then in flight may go out in another
+/// order, which only delays them.)
+fn message_priority(n: u32) -> i32 {
+    // INVARIANT: masked to 30 bits, so it fits an i32 and negates.
+    -i32::try_from(n & 0x3fff_ffff).expect("30 bits fit an i32")
+}
 
 /// Reset code of a `/1` message stream whose send was cancelled.
 pub(crate) const RESET_CANCELLED: u32 = 0;
@@ -79,6 +94,8 @@ pub(crate) struct Conn {
     /// Our control stream was opened once: on `/1` it is never replaced
     /// (a new stream would be a message stream to the peer).
     control_opened: AtomicBool,
+    /// `/1` message streams opened so far (their send priorities).
+    messages_opened: AtomicU32,
     proto: Mutex<ConnProto>,
     state: watch::Sender<ConnState>,
     /// Our send stream (opened with the first frame); shared, so that a
@@ -111,6 +128,7 @@ impl Conn {
             write,
             in_flight: Arc::new(watch::Sender::new(0)),
             control_opened: AtomicBool::new(false),
+            messages_opened: AtomicU32::new(0),
             state: watch::Sender::new(proto.state()),
             proto: Mutex::new(proto),
             send: Arc::new(tokio::sync::Mutex::new(None)),
@@ -383,7 +401,7 @@ impl Conn {
             })?
             .into_chunks();
         let total: usize = chunks.iter().map(Bytes::len).sum();
-        let stream = self
+        let mut stream = self
             .connection
             .open_uni()
             .await
@@ -391,6 +409,9 @@ impl Conn {
                 error,
                 untouched: true,
             })?;
+        stream.set_priority(message_priority(
+            self.messages_opened.fetch_add(1, Ordering::Relaxed),
+        ));
         let mut job = MessageJob {
             stream: Some(stream),
             chunks,
@@ -567,5 +588,19 @@ impl Drop for WriteJob {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CONTROL_PRIORITY, message_priority};
+
+    #[test]
+    fn message_streams_go_out_in_the_order_opened_below_the_control_stream() {
+        assert_eq!(message_priority(0), 0);
+        assert!(message_priority(1) < message_priority(0));
+        assert!(message_priority(1000) < message_priority(999));
+        assert!(message_priority(u32::MAX) <= 0);
+        assert!((0..5).all(|n| message_priority(n) < CONTROL_PRIORITY));
     }
 }
