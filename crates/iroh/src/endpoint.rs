@@ -9,6 +9,9 @@
 //!   the `/1` message streams the core allows (the config's
 //!   `maxMessageStreams`, given to [`bind_endpoint_with`]), plus the
 //!   control stream.
+//! - At most [`RECEIVE_WINDOW`] (2.5 MB) unread or in flight from the peer
+//!   over all its streams of a connection, twice QUIC's window of one
+//!   stream.
 //! - QUIC keep-alive after [`KEEP_ALIVE_INTERVAL`] (1 s) without a packet
 //!   from the peer, so a live peer is heard from every second; the core
 //!   takes a peer silent for its `silence_timeout` (10 s) as dead, and
@@ -50,6 +53,21 @@ pub fn max_uni_streams(max_message_streams: usize) -> u32 {
         .unwrap_or(u32::MAX)
         .saturating_add(1)
 }
+
+/// QUIC's connection receive window (`receive_window`): the bytes the peer
+/// may have sent us over all its streams of a connection and we have not
+/// read yet, 2.5 MB; QUIC's default is unlimited. A single stream is held to
+/// QUIC's stream window (1.25 MB, the default of `stream_receive_window`),
+/// so this changes nothing on `kitsune2/0` (one stream each way) and leaves
+/// a `/1` control stream room beside any one message stream; what it bounds
+/// is a `/1` sender's several message streams, which without it had up to
+/// QUIC's send window (10 MB) in flight at once instead of `/0`'s 1.25 MB.
+/// On loopback that halved the throughput of a stream per 1 MiB message,
+/// bare iroh's as well as ours (with no packet lost; see
+/// `docs/benchmarks.md`, issue 15). It also bounds what a peer can make us
+/// buffer on one connection (17 streams at their window: 21 MB).
+/// Advertised in the handshake; applies to what the peer sends us.
+pub const RECEIVE_WINDOW: u32 = 2_500_000;
 
 /// Time without a packet from the peer after which QUIC sends a keep-alive
 /// (a PING the peer acknowledges): 1 s. A live peer is so heard from at
@@ -205,6 +223,7 @@ async fn bind(options: &EndpointOptions, ip: bool, max_message_streams: usize) -
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .max_idle_timeout(Some(idle))
         .max_concurrent_uni_streams(VarInt::from_u32(max_uni_streams(max_message_streams)))
+        .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
         .build();
     let relay_mode = match &options.relay_url {
         Some(_) if options.defer_relay => RelayMode::Custom(RelayMap::empty()),
