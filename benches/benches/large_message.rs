@@ -11,6 +11,15 @@
 //! - throughput of 64 KiB and 1 MiB messages from one sender, and of four
 //!   concurrent senders of 1 MiB messages to one peer.
 //!
+//! A fourth row, bare iroh, does what `/1` does with no kitsune2 and no
+//! transport: two raw iroh endpoints bound as ours (`common::bare`), small
+//! messages as frames on one stream of priority 1, every message above
+//! 64 KiB - 1 (as ours, whose 64 KiB payloads are above its threshold once
+//! kitsune2 wrapped them) as one frame on a stream of its own (priority
+//! 0, -1, -2, ... in the order opened, as ours; finished at once), read
+//! by the receiver with one task per stream.
+//! Its latency ratio is what QUIC itself allows on this path.
+//!
 //! `cargo bench -p kitsune2-iroh-benches --bench large_message`
 //! (`LARGE_REPS` sets the repetitions of the blocked measurement, 5 by
 //! default). Prints one table; the figures are in docs/benchmarks.md.
@@ -21,8 +30,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{MESSAGE_BOUND, Node, SINK, factory, node_with, runtime, space, tagged};
+use common::{MESSAGE_BOUND, Node, SINK, bare, factory, node_with, runtime, space, tagged};
+use iroh::endpoint::{Connection, SendStream};
+use kitsune2_api::Url;
 use kitsune2_iroh::relay::EmbeddedRelay;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const LARGE: usize = 64 * 1024 * 1024;
@@ -57,21 +69,53 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-async fn send(a: &Node, b: &Node, data: Bytes) {
-    timeout(
-        MESSAGE_BOUND,
-        a.transport.send_space_notify(b.url.clone(), space(), data),
-    )
-    .await
-    .expect("send timed out")
-    .expect("send failed");
+/// What A sends through: a kitsune2 transport, or bare iroh.
+#[derive(Clone)]
+enum Tx {
+    K2 { a: Arc<Node>, to: Url },
+    Bare(Arc<BareTx>),
 }
 
-/// The next message at `b` of `len` bytes (others of other lengths are
-/// skipped: none are in flight when this is called).
-async fn recv(b: &mut Node, len: usize) {
+/// A's side of the bare pair.
+struct BareTx {
+    conn: Connection,
+    /// Message streams opened: each gets a priority below the one before,
+    /// as ours gives them.
+    opened: std::sync::atomic::AtomicI32,
+    /// The stream of the small messages (priority 1).
+    control: tokio::sync::Mutex<SendStream>,
+}
+
+/// Messages above this go on a stream of their own in the bare pair.
+const BARE_LARGE_ABOVE: usize = 64 * 1024 - 1;
+
+impl Tx {
+    async fn send(&self, data: Bytes) {
+        match self {
+            Self::K2 { a, to } => timeout(
+                MESSAGE_BOUND,
+                a.transport.send_space_notify(to.clone(), space(), data),
+            )
+            .await
+            .expect("send timed out")
+            .expect("send failed"),
+            Self::Bare(tx) if data.len() > BARE_LARGE_ABOVE => {
+                let mut s = tx.conn.open_uni().await.expect("bare open_uni");
+                let n = tx.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.set_priority(-n).expect("bare priority");
+                bare::write_frame(&mut s, data).await;
+                s.finish().expect("bare finish");
+            }
+            Self::Bare(tx) => bare::write_frame(&mut *tx.control.lock().await, data).await,
+        }
+    }
+}
+
+/// The next message in `sink` of `len` bytes (others of other lengths
+/// are skipped: none are in flight when this is called).
+async fn recv(sink: &mut mpsc::UnboundedReceiver<Bytes>, len: usize) {
     loop {
-        let got = timeout(MESSAGE_BOUND, b.sink.recv())
+        let got = timeout(MESSAGE_BOUND, sink.recv())
             .await
             .expect("no message in time")
             .expect("sink open");
@@ -82,34 +126,35 @@ async fn recv(b: &mut Node, len: usize) {
 }
 
 /// Idle delivery time of one `len`-byte message, median of `n`.
-async fn idle(a: &Node, b: &mut Node, len: usize, n: usize) -> Duration {
+async fn idle(
+    tx: &Tx,
+    sink: &mut mpsc::UnboundedReceiver<Bytes>,
+    len: usize,
+    n: usize,
+) -> Duration {
     let mut times = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
-        send(a, b, tagged(SINK, len)).await;
-        recv(b, len).await;
+        tx.send(tagged(SINK, len)).await;
+        recv(sink, len).await;
         times.push(t.elapsed());
     }
     median(times)
 }
 
 /// Delivery time of a small message sent `after` a large one started.
-async fn blocked(a: &Arc<Node>, b: &mut Node, after: Duration) -> Duration {
+async fn blocked(tx: &Tx, sink: &mut mpsc::UnboundedReceiver<Bytes>, after: Duration) -> Duration {
     let large = {
-        let (a, url) = (a.clone(), b.url.clone());
-        tokio::spawn(async move {
-            a.transport
-                .send_space_notify(url, space(), tagged(SINK, LARGE))
-                .await
-        })
+        let tx = tx.clone();
+        tokio::spawn(async move { tx.send(tagged(SINK, LARGE)).await })
     };
     tokio::time::sleep(after).await;
     let t = Instant::now();
-    send(a, b, tagged(SINK, SMALL)).await;
+    tx.send(tagged(SINK, SMALL)).await;
     let mut small_at = None;
     let mut large_seen = false;
     while small_at.is_none() || !large_seen {
-        let got = timeout(MESSAGE_BOUND, b.sink.recv())
+        let got = timeout(MESSAGE_BOUND, sink.recv())
             .await
             .expect("no message in time")
             .expect("sink open");
@@ -119,29 +164,32 @@ async fn blocked(a: &Arc<Node>, b: &mut Node, after: Duration) -> Duration {
             _ => {}
         }
     }
-    large.await.expect("task").expect("large send");
+    large.await.expect("large send");
     small_at.expect("loop ends with it")
 }
 
 /// MB/s of `count` messages of `len` bytes from `senders` concurrent
 /// senders (each `count / senders`), until all arrived.
-async fn throughput(a: &Arc<Node>, b: &mut Node, len: usize, count: usize, senders: usize) -> f64 {
+async fn throughput(
+    tx: &Tx,
+    sink: &mut mpsc::UnboundedReceiver<Bytes>,
+    len: usize,
+    count: usize,
+    senders: usize,
+) -> f64 {
     let t = Instant::now();
     let tasks: Vec<_> = (0..senders)
         .map(|_| {
-            let (a, url) = (a.clone(), b.url.clone());
+            let tx = tx.clone();
             tokio::spawn(async move {
                 for _ in 0..count / senders {
-                    a.transport
-                        .send_space_notify(url.clone(), space(), tagged(SINK, len))
-                        .await
-                        .expect("send");
+                    tx.send(tagged(SINK, len)).await;
                 }
             })
         })
         .collect();
     for _ in 0..count / senders * senders {
-        recv(b, len).await;
+        recv(sink, len).await;
     }
     for task in tasks {
         task.await.expect("sender");
@@ -163,23 +211,99 @@ async fn measure(setup: &Setup, relay: &EmbeddedRelay, reps: usize) -> Row {
     let url = relay.url().as_str();
     let a = Arc::new(node_with(factory(setup.ours), url, setup.ours, setup.v1).await);
     let mut b = node_with(factory(setup.ours), url, setup.ours, setup.v1).await;
-    // Connected and warm.
-    idle(&a, &mut b, SMALL, 20).await;
-    idle(&a, &mut b, 1 << 20, 5).await;
-    let idle_small = idle(&a, &mut b, SMALL, 50).await;
-    let idle_large = idle(&a, &mut b, LARGE, 3).await;
-    let mut times = Vec::new();
-    for _ in 0..reps {
-        times.push(blocked(&a, &mut b, idle_large / 2).await);
-    }
-    let blocked = median(times);
-    let mbs_64k = throughput(&a, &mut b, 64 * 1024, 2000, 1).await;
-    let mbs_1m = throughput(&a, &mut b, 1 << 20, 200, 1).await;
-    let mbs_4x1m = throughput(&a, &mut b, 1 << 20, 200, 4).await;
+    let tx = Tx::K2 {
+        a: a.clone(),
+        to: b.url.clone(),
+    };
+    let row = measure_with(setup.name, &tx, &mut b.sink, reps, None).await;
     a.transport.close().await;
     b.transport.close().await;
+    row
+}
+
+/// The bare iroh pair (see the module docs).
+async fn measure_bare(relay: &EmbeddedRelay, reps: usize) -> Row {
+    let (a, b) = tokio::join!(
+        bare::endpoint(relay.url(), false),
+        bare::endpoint(relay.url(), false)
+    );
+    let (a_conn, b_conn) = tokio::join!(
+        bare::connect(&a, bare::addr(&b, relay.url())),
+        bare::accept(&b)
+    );
+    let control = a_conn.open_uni().await.expect("bare control stream");
+    control.set_priority(1).expect("bare priority");
+    let (sink_tx, mut sink) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        // The control stream and each message stream alike: frames to
+        // the stream's end.
+        while let Ok(mut s) = b_conn.accept_uni().await {
+            let sink = sink_tx.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = bare::read_frame(&mut s).await {
+                    let _ = sink.send(frame);
+                }
+            });
+        }
+    });
+    let stats_conn = a_conn.clone();
+    let tx = Tx::Bare(Arc::new(BareTx {
+        conn: a_conn,
+        opened: std::sync::atomic::AtomicI32::new(0),
+        control: tokio::sync::Mutex::new(control),
+    }));
+    let row = measure_with(
+        "bare iroh, 2 streams",
+        &tx,
+        &mut sink,
+        reps,
+        Some(&stats_conn),
+    )
+    .await;
+    reader.abort();
+    drop(tx);
+    tokio::join!(bare::close(a), bare::close(b));
+    row
+}
+
+async fn measure_with(
+    name: &'static str,
+    tx: &Tx,
+    sink: &mut mpsc::UnboundedReceiver<Bytes>,
+    reps: usize,
+    conn: Option<&Connection>,
+) -> Row {
+    // QUIC's loss counters of A's connection (the bare pair), printed per
+    // phase on stderr.
+    let lost = || conn.map(|c| (c.stats().lost_packets, c.stats().sent_packets));
+    let mut seen = lost();
+    let mut phase = |what: &str| {
+        if let (Some((l0, s0)), Some((l1, s1))) = (seen, lost()) {
+            eprintln!("{name}: {what}: {} packets sent, {} lost", s1 - s0, l1 - l0);
+        }
+        seen = lost();
+    };
+    // Connected and warm.
+    idle(tx, sink, SMALL, 20).await;
+    idle(tx, sink, 1 << 20, 5).await;
+    let idle_small = idle(tx, sink, SMALL, 50).await;
+    phase("warm-up and idle 100 B");
+    let idle_large = idle(tx, sink, LARGE, 3).await;
+    phase("idle 64 MiB");
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        times.push(blocked(tx, sink, idle_large / 2).await);
+    }
+    let blocked = median(times);
+    phase("100 B behind 64 MiB");
+    let mbs_64k = throughput(tx, sink, 64 * 1024, 2000, 1).await;
+    phase("64 KiB throughput");
+    let mbs_1m = throughput(tx, sink, 1 << 20, 200, 1).await;
+    phase("1 MiB throughput");
+    let mbs_4x1m = throughput(tx, sink, 1 << 20, 200, 4).await;
+    phase("4 x 1 MiB throughput");
     Row {
-        name: setup.name,
+        name,
         idle_small,
         idle_large,
         blocked,
@@ -205,6 +329,7 @@ fn main() {
         for setup in &SETUPS {
             rows.push(measure(setup, &relay, reps).await);
         }
+        rows.push(measure_bare(&relay, reps).await);
         relay.shutdown().await.expect("relay shutdown");
         rows
     });

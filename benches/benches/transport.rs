@@ -20,6 +20,13 @@
 //! - `round_trip`: A sends one message, B's handler (reader) hands it to a
 //!   task that sends it back, A's handler (reader) receives it.
 //!
+//! Two bare pairs: `bare` carries the payloads as they are; `bare_k2`
+//! carries what kitsune2 hands a transport (each payload wrapped as a
+//! space notify, unwrapped on receipt as kitsune2's `recv_data` does), so
+//! it has the same frames on the wire and the same copies of each payload
+//! as the kitsune2 pairs (one to wrap, one to read the frame, one to
+//! unwrap), without the transport in between.
+//!
 //! With `RELAY_ONLY=1`, ours and bare iroh are bound without IP
 //! transports (the adapter's test-only relay-only mode), so every packet
 //! goes through the relay; the incumbent, which has no such mode, is left
@@ -59,8 +66,9 @@ fn batch(size: usize) -> usize {
 enum Sender {
     /// A kitsune2 transport and B's URL.
     K2 { transport: DynTransport, to: Url },
-    /// A's uni stream to B.
-    Bare(SendStream),
+    /// A's uni stream to B; with `k2`, each payload wrapped as kitsune2
+    /// wraps it (`bare::k2_wrap`).
+    Bare { send: SendStream, k2: bool },
 }
 
 impl Sender {
@@ -70,7 +78,8 @@ impl Sender {
                 .send_space_notify(to.clone(), space(), msg)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: send to B failed: {e}")),
-            Self::Bare(send) => bare::write_frame(send, msg).await,
+            Self::Bare { send, k2: false } => bare::write_frame(send, msg).await,
+            Self::Bare { send, k2: true } => bare::write_frame(send, bare::k2_wrap(msg)).await,
         }
     }
 }
@@ -143,8 +152,9 @@ impl Pair {
         pair
     }
 
-    /// A bare iroh pair: `relay_only` binds it without IP transports.
-    async fn bare(name: &'static str, relay: &RelayUrl, relay_only: bool) -> Self {
+    /// A bare iroh pair: `relay_only` binds it without IP transports;
+    /// `k2` wraps and unwraps each payload as kitsune2 does.
+    async fn bare(name: &'static str, relay: &RelayUrl, relay_only: bool, k2: bool) -> Self {
         let t0 = Instant::now();
         let a = bare::endpoint(relay, relay_only).await;
         let b = bare::endpoint(relay, relay_only).await;
@@ -158,16 +168,17 @@ impl Pair {
         let (b_echo_tx, mut b_echo) = mpsc::unbounded_channel();
         let (a_echo_tx, a_echo) = mpsc::unbounded_channel();
         let (unused_tx, _) = mpsc::unbounded_channel();
-        let b_reader = tokio::spawn(bare::read_loop(b_conn, sink_tx, b_echo_tx));
-        let a_reader = tokio::spawn(bare::read_loop(a_conn.clone(), unused_tx, a_echo_tx));
+        let b_reader = tokio::spawn(bare::read_loop(b_conn, k2, sink_tx, b_echo_tx));
+        let a_reader = tokio::spawn(bare::read_loop(a_conn.clone(), k2, unused_tx, a_echo_tx));
         let echo_task = tokio::spawn(async move {
             while let Some(data) = b_echo.recv().await {
+                let data = if k2 { bare::k2_wrap(data) } else { data };
                 bare::write_frame(&mut b_send, data).await;
             }
         });
         let mut pair = Self {
             name,
-            send: Sender::Bare(a_send),
+            send: Sender::Bare { send: a_send, k2 },
             b_sink,
             a_echo,
             a_transport: None,
@@ -311,13 +322,15 @@ fn transport(c: &mut Criterion) {
         let pairs = if relay_only() {
             vec![
                 Pair::k2("ours_relay", &url, factory_relay_only, true).await,
-                Pair::bare("bare_relay", relay.url(), true).await,
+                Pair::bare("bare_relay", relay.url(), true, false).await,
+                Pair::bare("bare_k2_relay", relay.url(), true, true).await,
             ]
         } else {
             vec![
                 Pair::k2("ours", &url, || factory(true), true).await,
                 Pair::k2("theirs", &url, || factory(false), false).await,
-                Pair::bare("bare", relay.url(), false).await,
+                Pair::bare("bare", relay.url(), false, false).await,
+                Pair::bare("bare_k2", relay.url(), false, true).await,
             ]
         };
         (relay, pairs)

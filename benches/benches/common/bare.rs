@@ -6,6 +6,13 @@
 //! The receiver reads each head, then the payload into a fresh buffer (one
 //! copy), and hands it on through the same kind of channel as the kitsune2
 //! handler does. No kitsune2 layer, no preflight, no resolution.
+//!
+//! With `k2` (the `bare_k2` pair) the frames carry what kitsune2 gives a
+//! transport and takes back: the sender wraps each payload as kitsune2
+//! wraps a space notify ([`k2_wrap`], a `K2Proto` encoding: one copy) and
+//! the receiver unwraps it as kitsune2's `recv_data` does (`K2Proto::decode`:
+//! one more copy), so the frames on the wire and the copies of the payload
+//! are those of any kitsune2 transport, ours and the incumbent's included.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use iroh::{EndpointAddr, TransportAddr};
+use kitsune2_api::{K2Proto, K2WireType};
 use kitsune2_iroh::endpoint::{ALPN, EndpointOptions, bind_endpoint, bind_relay_only_endpoint};
 use kitsune2_iroh::{Endpoint, RelayUrl};
 use kitsune2_iroh_codec::{FRAME_HEADER_LEN, Frame, FrameHeader, Limits};
@@ -95,17 +103,39 @@ pub async fn read_frame(recv: &mut RecvStream) -> Option<Bytes> {
     Some(Bytes::from(payload))
 }
 
+/// `payload` as kitsune2 hands a space notify to its transport: a
+/// `K2Proto` message of type notify in the bench's space, encoded.
+pub fn k2_wrap(payload: Bytes) -> Bytes {
+    K2Proto {
+        ty: K2WireType::Notify as i32,
+        data: payload,
+        space_id: Some(super::space().into()),
+        module_id: None,
+    }
+    .encode()
+    .expect("bench message encodes")
+}
+
+/// The payload of a frame `k2_wrap` made, taken out as kitsune2's
+/// `recv_data` takes it (`K2Proto::decode` of the frame's bytes).
+pub fn k2_unwrap(frame: &Bytes) -> Bytes {
+    K2Proto::decode(frame).expect("bench message decodes").data
+}
+
 /// Reads frames from the peer's first uni stream on `conn` until it ends:
-/// `ECHO` payloads go to `echo`, every other one to `sink`.
+/// `ECHO` payloads go to `echo`, every other one to `sink`; with `k2`,
+/// each frame is unwrapped first ([`k2_unwrap`]).
 pub async fn read_loop(
     conn: Connection,
+    k2: bool,
     sink: mpsc::UnboundedSender<Bytes>,
     echo: mpsc::UnboundedSender<Bytes>,
 ) {
     let Ok(mut recv) = conn.accept_uni().await else {
         return;
     };
-    while let Some(payload) = read_frame(&mut recv).await {
+    while let Some(frame) = read_frame(&mut recv).await {
+        let payload = if k2 { k2_unwrap(&frame) } else { frame };
         if payload.first() == Some(&ECHO) {
             let _ = echo.send(payload);
         } else {
