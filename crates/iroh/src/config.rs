@@ -25,9 +25,9 @@ use crate::url::{is_loopback_relay, peer_url_len};
 use kitsune2_iroh_codec::{FRAME_HEADER_LEN, PREFLIGHT_URL_LEN_LEN};
 use kitsune2_iroh_core::{
     CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT,
-    DEFAULT_LARGE_MESSAGE_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_STREAMS,
-    DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_SILENCE_TIMEOUT,
-    DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_LARGE_MESSAGE_BYTES, DEFAULT_MAX_CONCURRENT_DIALS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_STREAMS, DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET,
+    DEFAULT_SILENCE_TIMEOUT, DEFAULT_WRITE_TIMEOUT, DIAL_SLOT_HOLD,
 };
 use std::time::Duration;
 
@@ -220,12 +220,34 @@ pub struct IrohTransportConfig {
     )]
     pub silence_timeout_s: u32,
 
+    /// Handshakes of our own dials that may be under way at once; a dial
+    /// past it waits for one to finish or to have run for 1 s
+    /// ([`DIAL_SLOT_HOLD`]), within its connect timeout. A burst of first
+    /// sends to many new peers so starts a few handshakes at a time (all at
+    /// once, 100 nodes on 2 cores lost thousands to overflowing relay
+    /// queues). At least 1. Not in the incumbent, which dials all at once.
+    ///
+    /// Default: 8 ([`DEFAULT_MAX_CONCURRENT_DIALS`]).
+    #[serde(
+        default = "default_max_concurrent_dials",
+        skip_serializing_if = "is_default_max_concurrent_dials"
+    )]
+    pub max_concurrent_dials: usize,
+
     /// Accept `kitsune2/1` (preferred) besides `kitsune2/0`: between two
     /// nodes of this crate with it on, a large message no longer holds up
     /// the small ones behind it. Off by default for now; a peer that
     /// speaks only `kitsune2/0` (the incumbent) is unaffected either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kitsune2_v1: bool,
+}
+
+fn is_default_max_concurrent_dials(v: &usize) -> bool {
+    *v == default_max_concurrent_dials()
+}
+
+fn default_max_concurrent_dials() -> usize {
+    DEFAULT_MAX_CONCURRENT_DIALS
 }
 
 fn is_default_max_message_streams(v: &usize) -> bool {
@@ -318,6 +340,7 @@ impl Default for IrohTransportConfig {
             large_message_bytes: DEFAULT_LARGE_MESSAGE_BYTES,
             max_message_streams: DEFAULT_MAX_MESSAGE_STREAMS,
             silence_timeout_s: default_silence_timeout_s(),
+            max_concurrent_dials: DEFAULT_MAX_CONCURRENT_DIALS,
             kitsune2_v1: false,
         }
     }
@@ -428,6 +451,7 @@ impl IrohTransportConfig {
             ),
             ("maxPendingConnections", self.max_pending_connections),
             ("maxConnections", self.max_connections),
+            ("maxConcurrentDials", self.max_concurrent_dials),
         ] {
             if value == 0 {
                 return out_of_range(key, "must be greater than zero");
@@ -490,6 +514,7 @@ impl IrohTransportConfig {
             max_message_streams: self.max_message_streams,
             frame_progress_timeout: secs(self.frame_progress_timeout_s),
             silence_timeout: secs(self.silence_timeout_s),
+            max_concurrent_dials: self.max_concurrent_dials,
             ..CoreConfig::default()
         }
     }

@@ -4,7 +4,9 @@ use kitsune2_iroh::config::{MAX_MESSAGE_STREAMS_LIMIT, MIN_SILENCE_TIMEOUT_S};
 use kitsune2_iroh::{
     IrohTransportConfig, IrohTransportError, IrohTransportModConfig, PlainTextPolicy,
 };
-use kitsune2_iroh_core::{DEFAULT_MAX_MESSAGE_STREAMS, DEFAULT_SILENCE_TIMEOUT};
+use kitsune2_iroh_core::{
+    DEFAULT_MAX_CONCURRENT_DIALS, DEFAULT_MAX_MESSAGE_STREAMS, DEFAULT_SILENCE_TIMEOUT,
+};
 use kitsune2_transport_iroh as incumbent;
 
 fn incumbent_full() -> incumbent::IrohTransportModConfig {
@@ -107,6 +109,7 @@ fn our_own_limits_round_trip_and_the_incumbent_ignores_them() {
     c.frame_progress_timeout_s = 9;
     c.max_message_streams = 2;
     c.silence_timeout_s = 4;
+    c.max_concurrent_dials = 2;
     let json = serde_json::to_value(&ours).unwrap();
     let inner = &json["irohTransport"];
     assert_eq!(inner["writeTimeoutS"], 3);
@@ -116,6 +119,8 @@ fn our_own_limits_round_trip_and_the_incumbent_ignores_them() {
     assert_eq!(inner["frameProgressTimeoutS"], 9);
     assert_eq!(inner["maxMessageStreams"], 2);
     assert_eq!(inner["silenceTimeoutS"], 4);
+    assert_eq!(inner["maxConcurrentDials"], 2);
+    assert_eq!(ours.iroh_transport.core_config().max_concurrent_dials, 2);
     let back: IrohTransportModConfig = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(back, ours);
     let theirs: incumbent::IrohTransportModConfig = serde_json::from_value(json).unwrap();
@@ -153,6 +158,7 @@ fn our_own_limits_are_checked() {
             "maxPendingConnections",
         ),
         (zero(|c| c.max_connections = 0), "maxConnections"),
+        (zero(|c| c.max_concurrent_dials = 0), "maxConcurrentDials"),
         (
             zero(|c| c.partial_frame_budget_bytes = c.max_frame_bytes - 1),
             "partialFrameBudgetBytes",
@@ -187,6 +193,8 @@ fn message_streams_and_silence_default_to_the_cores() {
     let json = serde_json::to_value(&c).unwrap();
     assert!(json.get("maxMessageStreams").is_none(), "{json}");
     assert!(json.get("silenceTimeoutS").is_none(), "{json}");
+    assert!(json.get("maxConcurrentDials").is_none(), "{json}");
+    assert_eq!(core.max_concurrent_dials, DEFAULT_MAX_CONCURRENT_DIALS);
     let read: IrohTransportConfig = serde_json::from_value(
         serde_json::json!({"relayUrl": null, "relayAllowPlainText": false,
             "maxFrameBytes": 1000, "connectTimeoutS": 5, "maxMessageStreams": 3,

@@ -8,7 +8,7 @@ use kitsune2_iroh::{IrohTransportConfig, IrohTransportModConfig};
 use serde_json::{Map, Value, json};
 
 /// Every key under `irohTransport`, in declaration order.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 16] = [
     "relayUrl",
     "relayAllowPlainText",
     "maxFrameBytes",
@@ -23,11 +23,12 @@ const KEYS: [&str; 15] = [
     "largeMessageBytes",
     "maxMessageStreams",
     "silenceTimeoutS",
+    "maxConcurrentDials",
     "kitsune2V1",
 ];
 
 /// The keys the incumbent does not have: limits of ours, after its keys.
-const OURS_ONLY: [&str; 10] = [
+const OURS_ONLY: [&str; 11] = [
     "authMaterialRelayBase64",
     "writeTimeoutS",
     "maxPendingConnections",
@@ -37,6 +38,7 @@ const OURS_ONLY: [&str; 10] = [
     "largeMessageBytes",
     "maxMessageStreams",
     "silenceTimeoutS",
+    "maxConcurrentDials",
     "kitsune2V1",
 ];
 
