@@ -27,7 +27,7 @@ use kitsune2_iroh_core::{
     CoreConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAME_PROGRESS_TIMEOUT,
     DEFAULT_LARGE_MESSAGE_BYTES, DEFAULT_MAX_CONCURRENT_DIALS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_STREAMS, DEFAULT_MAX_PENDING_CONNECTIONS, DEFAULT_PARTIAL_FRAME_BUDGET,
-    DEFAULT_SILENCE_TIMEOUT, DEFAULT_WRITE_TIMEOUT, DIAL_SLOT_HOLD,
+    DEFAULT_SILENCE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 use std::time::Duration;
 
@@ -222,7 +222,7 @@ pub struct IrohTransportConfig {
 
     /// Handshakes of our own dials that may be under way at once; a dial
     /// past it waits for one to finish or to have run for 1 s
-    /// ([`DIAL_SLOT_HOLD`]), within its connect timeout. A burst of first
+    /// ([`DIAL_SLOT_HOLD`](kitsune2_iroh_core::DIAL_SLOT_HOLD)), within its connect timeout. A burst of first
     /// sends to many new peers so starts a few handshakes at a time (all at
     /// once, 100 nodes on 2 cores lost thousands to overflowing relay
     /// queues). At least 1. Not in the incumbent, which dials all at once.
