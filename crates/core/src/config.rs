@@ -44,8 +44,8 @@ pub const DEFAULT_MAX_MESSAGE_STREAMS: usize = 16;
 /// Default [`CoreConfig::silence_timeout`]: 10 s.
 pub const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Default [`CoreConfig::max_concurrent_dials`]: 8.
-pub const DEFAULT_MAX_CONCURRENT_DIALS: usize = 8;
+/// Default [`CoreConfig::max_concurrent_dials`]: 4.
+pub const DEFAULT_MAX_CONCURRENT_DIALS: usize = 4;
 
 /// How long one dial's handshake holds its place among the
 /// [`CoreConfig::max_concurrent_dials`]: a peer that does not answer (or

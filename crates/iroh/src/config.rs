@@ -227,7 +227,7 @@ pub struct IrohTransportConfig {
     /// once, 100 nodes on 2 cores lost thousands to overflowing relay
     /// queues). At least 1. Not in the incumbent, which dials all at once.
     ///
-    /// Default: 8 ([`DEFAULT_MAX_CONCURRENT_DIALS`]).
+    /// Default: 4 ([`DEFAULT_MAX_CONCURRENT_DIALS`]).
     #[serde(
         default = "default_max_concurrent_dials",
         skip_serializing_if = "is_default_max_concurrent_dials"
