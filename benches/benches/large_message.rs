@@ -22,7 +22,9 @@
 //!
 //! `cargo bench -p kitsune2-iroh-benches --bench large_message`
 //! (`LARGE_REPS` sets the repetitions of the blocked measurement, 5 by
-//! default). Prints one table; the figures are in docs/benchmarks.md.
+//! default; `LARGE_ONLY`, when set, runs only the rows whose name contains
+//! it, e.g. `/1` or `bare`, for a profile of one). Prints one table; the
+//! figures are in docs/benchmarks.md.
 
 mod common;
 
@@ -85,6 +87,9 @@ struct BareTx {
     /// The stream of the small messages (priority 1).
     control: tokio::sync::Mutex<SendStream>,
 }
+
+/// The bare pair's row.
+const BARE_NAME: &str = "bare iroh, 2 streams";
 
 /// Messages above this go on a stream of their own in the bare pair.
 const BARE_LARGE_ABOVE: usize = 64 * 1024 - 1;
@@ -252,14 +257,7 @@ async fn measure_bare(relay: &EmbeddedRelay, reps: usize) -> Row {
         opened: std::sync::atomic::AtomicI32::new(0),
         control: tokio::sync::Mutex::new(control),
     }));
-    let row = measure_with(
-        "bare iroh, 2 streams",
-        &tx,
-        &mut sink,
-        reps,
-        Some(&stats_conn),
-    )
-    .await;
+    let row = measure_with(BARE_NAME, &tx, &mut sink, reps, Some(&stats_conn)).await;
     reader.abort();
     drop(tx);
     tokio::join!(bare::close(a), bare::close(b));
@@ -322,14 +320,18 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let only = std::env::var("LARGE_ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let rt = runtime();
     let rows = rt.block_on(async {
         let relay = EmbeddedRelay::start().await.expect("relay");
         let mut rows = Vec::new();
-        for setup in &SETUPS {
+        for setup in SETUPS.iter().filter(|s| wanted(s.name)) {
             rows.push(measure(setup, &relay, reps).await);
         }
-        rows.push(measure_bare(&relay, reps).await);
+        if wanted(BARE_NAME) {
+            rows.push(measure_bare(&relay, reps).await);
+        }
         relay.shutdown().await.expect("relay shutdown");
         rows
     });
