@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -141,19 +142,36 @@ async fn exactly_simultaneous_first_sends() {
 
 /// One run of rounds in which both sides send to each other at once, wait
 /// for both sends, then both disconnect at once. Every send must return
-/// `Ok`: a send that finds its connection being closed redials.
+/// `Ok` (a send that finds its connection being closed redials), and
+/// every message is delivered exactly once (a ledger).
 #[derive(Debug, Clone)]
 struct RaceCase {
     flip: bool,
-    /// Per round: a's and b's connect delays, b's disconnect delay, and
-    /// a's and b's one-way latency (ms).
-    rounds: Vec<(u64, u64, u64, u64, u64)>,
+    /// Per round: its timing and how the nodes judge preflights. A node
+    /// busy at the start of a round judges the peer's dial after its own
+    /// dial has won, been used and been disconnected.
+    rounds: Vec<(Timing, Judging)>,
 }
 
+/// A round's connect delays (a's, b's), b's disconnect delay, and one-way
+/// latencies (a's, b's), in ms.
+type Timing = (u64, u64, u64, u64, u64);
+
+/// How long a and b judge the preflights that arrive in the first
+/// `judged_for` ms of the round (the later ones at once), and `judged_for`.
+type Judging = (u64, u64, u64);
+
 fn arb_race() -> impl Strategy<Value = RaceCase> {
+    let slow = || prop_oneof![2 => Just(0u64), 1 => 1u64..60];
     (
         any::<bool>(),
-        proptest::collection::vec((0u64..5, 0u64..5, 0u64..3, 0u64..4, 0u64..4), 2..12),
+        proptest::collection::vec(
+            (
+                (0u64..5, 0u64..5, 0u64..3, 0u64..4, 0u64..4),
+                (slow(), slow(), 0u64..4),
+            ),
+            2..12,
+        ),
     )
         .prop_map(|(flip, rounds)| RaceCase { flip, rounds })
 }
@@ -163,8 +181,19 @@ async fn race(case: RaceCase) {
     let (x, y) = if case.flip { (1, 2) } else { (2, 1) };
     let mut a = Node::with_config(&net, [x; 32], config());
     let mut b = Node::with_config(&net, [y; 32], config());
-    for (round, (a_delay, b_delay, disc_delay, a_lat, b_lat)) in case.rounds.into_iter().enumerate()
+    let rounds = case.rounds.len();
+    let judge = |node: &Node, ms: u64| node.rec.validate_delay_ms.store(ms, Ordering::SeqCst);
+    for (round, ((a_delay, b_delay, disc_delay, a_lat, b_lat), (a_judge, b_judge, judged_for))) in
+        case.rounds.into_iter().enumerate()
     {
+        judge(&a, a_judge);
+        judge(&b, b_judge);
+        let (ra, rb) = (a.rec.clone(), b.rec.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(judged_for)).await;
+            ra.validate_delay_ms.store(0, Ordering::SeqCst);
+            rb.validate_delay_ms.store(0, Ordering::SeqCst);
+        });
         net.delay_connects(b.id, Some(Duration::from_millis(a_delay)));
         net.delay_connects(a.id, Some(Duration::from_millis(b_delay)));
         net.set_latency(a.id, Some(Duration::from_millis(a_lat)));
@@ -185,16 +214,28 @@ async fn race(case: RaceCase) {
             tb.disconnect(au, None).await;
         });
     }
-    settle().await;
-    while a.inbox.try_recv().is_ok() {}
-    while b.inbox.try_recv().is_ok() {}
+    // Drains, redials and their timeouts run out (paused time).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    for (to, name) in [(&mut b, "a -> b"), (&mut a, "b -> a")] {
+        let mut got = Vec::new();
+        while let Ok((_, data)) = to.inbox.try_recv() {
+            got.push(String::from_utf8(data.to_vec()).unwrap());
+        }
+        let want: Vec<String> = (0..rounds).map(|r| format!("round {r}")).collect();
+        let mut sorted = got.clone();
+        sorted.sort_by_key(|m| m[6..].parse::<usize>().unwrap());
+        assert_eq!(
+            sorted, want,
+            "{name}: every Ok send delivered once (got {got:?})"
+        );
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn simultaneous_disconnect_and_resend_never_fails_a_send(case in arb_race()) {
+    fn simultaneous_disconnect_and_resend_delivers_everything(case in arb_race()) {
         block_on_paused(race(case));
     }
 }
