@@ -395,7 +395,9 @@ async fn on_preflight(
 /// A connection the peer dialed while our own dial to it is active is
 /// contested (see [`Activation::Contested`]): when the backend finds that
 /// dial gone (the peer restarted under the same key), the new connection
-/// replaces it at once; else resolution stands.
+/// replaces it at once; else resolution stands, also when that dial was
+/// closed on purpose meanwhile (the peer was alive: see
+/// [`Registry::retire_gone`](crate::registry::Registry::retire_gone)).
 ///
 /// Returns whether `conn` is now active.
 async fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<bool, CoreError> {
@@ -403,7 +405,7 @@ async fn activate(shared: &Shared, conn: &Arc<Conn>) -> Result<bool, CoreError> 
     if let Activation::Contested { rival } = outcome {
         outcome = if rival.connection.probe_gone().await {
             // Still active (no drain started meanwhile): replaced.
-            if shared.registry().retire_gone(&rival) {
+            if shared.registry().retire_gone(&rival, conn) {
                 warn!("the peer dialed anew and its old connection is silent: replacing it");
                 rival.close(CoreError::Superseded, Initiator::Local);
             }

@@ -7,8 +7,11 @@
 //! (which connection carries data; a fresh dial that found the peer
 //! active is marked superseded, as nothing went out on it); it returns
 //! what lost, and the caller drains those once the lock is released.
+//! A connection that a preferred one beat while it was still being
+//! resolved stays beaten, so that both sides agree on the loser however
+//! late its own resolution ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::conn::Conn;
@@ -81,10 +84,18 @@ pub(crate) enum DialRegistration {
 /// - A peer's `active` and `dialing` are never the same connection.
 /// - A slot with no connection and no gate user is removed: no state is
 ///   kept for peers that are gone.
+/// - A connection in `beaten` never becomes active, except through the
+///   come-back probe ([`Registry::retire_gone`]).
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     conns: HashMap<u64, Arc<Conn>>,
     peers: HashMap<EndpointId, PeerSlot>,
+    /// Serials of connections still being resolved when a preferred
+    /// connection to the same peer became active: they lost resolution
+    /// then, as they did on the peer's side, even if the winner is out
+    /// of use by the time their own resolution ends (see
+    /// [`Registry::activate`]).
+    beaten: HashSet<u64>,
 }
 
 /// True when `a` is preferred over `b` (same peer): the connection dialed
@@ -187,10 +198,19 @@ impl Registry {
     /// the peer's other connections: when it is preferred it becomes
     /// active and the others are returned, out of use, for the caller to
     /// drain once the lock is released; else it lost.
+    ///
+    /// A connection that a preferred one beat while it was still being
+    /// resolved (its preflight judged by kitsune2, or the come-back probe
+    /// under way) stays beaten when that winner has left use since (a
+    /// disconnect drained it): the peer saw the same pair and drained
+    /// this one already, so making it active here would put our sends on
+    /// a connection the peer is closing. Both sides agree on the loser
+    /// whenever its resolution ends.
     pub(crate) fn activate(&mut self, conn: &Arc<Conn>, local_id: &EndpointId) -> Activation {
         if conn.state() != ConnState::Pending {
             return Activation::Lost;
         }
+        let beaten = self.beaten.contains(&conn.serial);
         let slot = self.peers.entry(conn.remote_id).or_default();
         let rivals: Vec<Arc<Conn>> = [slot.active.clone(), slot.dialing.clone()]
             .into_iter()
@@ -211,7 +231,7 @@ impl Registry {
                 rival: rival.clone(),
             };
         }
-        if !winners.is_empty() || !conn.with(|p| p.activate()) {
+        if !winners.is_empty() || beaten || !conn.with(|p| p.activate()) {
             if is_dialing {
                 slot.dialing = None;
             }
@@ -219,23 +239,46 @@ impl Registry {
         }
         slot.dialing = None;
         slot.active = Some(conn.clone());
+        // The peer's connections still being resolved that this one is
+        // preferred over lost now, as on the peer's side.
+        for other in self.conns.values() {
+            if other.remote_id == conn.remote_id
+                && !Arc::ptr_eq(other, conn)
+                && other.state() == ConnState::Pending
+                && preferred(conn, other, local_id)
+            {
+                self.beaten.insert(other.serial);
+            }
+        }
         Activation::Won { superseded: rivals }
     }
 
-    /// Takes `rival`, found gone by [`Activation::Contested`]'s probe, out
-    /// of use if it is still its peer's active connection and not closing
-    /// on purpose (a drain that started meanwhile must finish); true when
-    /// it did, and the caller then closes it.
-    pub(crate) fn retire_gone(&mut self, rival: &Arc<Conn>) -> bool {
+    /// Takes `rival`, found gone by [`Activation::Contested`]'s probe of
+    /// `conn`, out of use if it is still its peer's active connection and
+    /// not closing on purpose (a drain that started meanwhile must
+    /// finish); true when it did, and the caller then closes it.
+    ///
+    /// `conn` is no longer beaten when `rival` is replaced, or failed
+    /// meanwhile (the peer restarted: what it lost to is dead). A rival
+    /// closed on purpose meanwhile (a disconnect by either side) was
+    /// alive, as "alive" from the probe: `conn` lost to it, as on the
+    /// peer's side, and is beaten.
+    pub(crate) fn retire_gone(&mut self, rival: &Arc<Conn>, conn: &Arc<Conn>) -> bool {
         let still_active = self
             .peers
             .get(&rival.remote_id)
             .and_then(|s| s.active.as_ref())
             .is_some_and(|a| Arc::ptr_eq(a, rival));
         if !still_active || rival.state() != ConnState::Active {
+            if rival.ended_deliberately() {
+                self.beaten.insert(conn.serial);
+            } else {
+                self.beaten.remove(&conn.serial);
+            }
             return false;
         }
         self.retire(rival);
+        self.beaten.remove(&conn.serial);
         true
     }
 
@@ -258,6 +301,7 @@ impl Registry {
     /// Forgets `conn`; returns whether it was its peer's active connection.
     pub(crate) fn remove(&mut self, conn: &Arc<Conn>) -> bool {
         self.conns.remove(&conn.serial);
+        self.beaten.remove(&conn.serial);
         let Some(slot) = self.peers.get_mut(&conn.remote_id) else {
             return false;
         };
@@ -278,6 +322,7 @@ impl Registry {
     /// Takes every connection out (transport close or drop).
     pub(crate) fn drain(&mut self) -> Vec<Arc<Conn>> {
         self.peers.clear();
+        self.beaten.clear();
         self.conns.drain().map(|(_, c)| c).collect()
     }
 

@@ -239,3 +239,63 @@ proptest! {
         block_on_paused(race(case));
     }
 }
+
+/// Found over iroh (`simultaneous_disconnect_and_resend_delivers_everything`):
+/// a connection that lost resolution on the peer's side must not become
+/// active on ours later, once the connection it lost to is gone.
+///
+/// b dials a while a dials b; a (the larger id) judges b's dial slowly.
+/// Meanwhile a's dial wins on both sides (b supersedes its own dial and
+/// drains it), both send on it, and both disconnect. When a's judgment of
+/// b's dial ends, the slot is empty: a made it its active connection and
+/// answered b's preflight on it, a connection b had long given up. Sends
+/// then went out on a connection the peer was closing (over iroh: a send
+/// failed, "connection is draining", and one returned `Ok` and was lost).
+#[tokio::test(start_paused = true)]
+async fn a_dial_the_peer_superseded_is_not_revived_after_a_disconnect() {
+    init_logs();
+    let net = MemNetwork::new();
+    let mut a = Node::new(&net, 2);
+    let mut b = Node::new(&net, 1);
+    // a's dial to b takes 5 ms; b's to a is at once.
+    net.delay_connects(b.id, Some(Duration::from_millis(5)));
+    // a judges the first preflight (on b's dial) for 50 ms, the next ones
+    // (b's answer on a's dial) at once.
+    a.rec.validate_delay_ms.store(50, Ordering::SeqCst);
+    let fast = {
+        let rec = a.rec.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            rec.validate_delay_ms.store(0, Ordering::SeqCst);
+        }
+    };
+    let (ra, rb, ()) = tokio::join!(a.send(&b, b"from a"), b.send(&a, b"from b"), fast);
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(a.events().preflights.len(), 2, "b's dial is still judged");
+    let (ta, tb) = (a.tx.clone(), b.tx.clone());
+    tokio::join!(
+        ta.disconnect(b.url.clone(), None),
+        tb.disconnect(a.url.clone(), None)
+    );
+    // a's judgment of b's dial ends; drains and closes run out.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(&a.recv().await.1[..], b"from b");
+    assert_eq!(&b.recv().await.1[..], b"from a");
+    // b heard a's preflight once: on a's dial. Answered on b's own dial,
+    // the one b superseded, there would be a second.
+    assert_eq!(
+        b.events().preflights.len(),
+        1,
+        "a answered on the dial b had superseded"
+    );
+    for n in [&a, &b] {
+        assert!(n.imp.connections().is_empty(), "all closed");
+    }
+    // And the next round finds a fresh connection.
+    let (ra, rb) = tokio::join!(a.send(&b, b"again a"), b.send(&a, b"again b"));
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(&a.recv().await.1[..], b"again b");
+    assert_eq!(&b.recv().await.1[..], b"again a");
+}
