@@ -31,11 +31,7 @@ async fn first_sends_to_many_peers_dial_a_few_at_a_time_and_all_arrive() {
     }
     let mut sends = tokio::task::JoinSet::new();
     for p in &peers {
-        let (tx, to) = (a.tx.clone(), p.url.clone());
-        sends.spawn(async move {
-            tx.send_module(to, space(), MODULE.to_owned(), Bytes::from_static(b"hi"))
-                .await
-        });
+        sends.spawn(a.send_owned(p, b"hi"));
     }
     for r in sends.join_all().await {
         r.expect("every peer is reachable");
@@ -63,11 +59,7 @@ async fn a_peer_that_never_answers_holds_its_dial_slot_for_a_moment_only() {
     let silent = Node::new(&net, 2);
     let mut b = Node::new(&net, 3);
     net.delay_connects(silent.id, Some(Duration::from_secs(3600)));
-    let (tx, to) = (a.tx.clone(), silent.url.clone());
-    let to_silent = tokio::spawn(async move {
-        tx.send_module(to, space(), MODULE.to_owned(), Bytes::from_static(b"lost"))
-            .await
-    });
+    let to_silent = tokio::spawn(a.send_owned(&silent, b"lost"));
     // The silent peer's dial has the one slot.
     tokio::time::sleep(Duration::from_millis(10)).await;
     let started = tokio::time::Instant::now();
@@ -132,11 +124,7 @@ async fn a_connection_lost_before_the_peers_preflight_is_dialed_again() {
     // b's preflight answer takes 200 ms to arrive; the connection dies
     // underneath (no close by either side) before it does.
     net.set_latency(b.id, Some(Duration::from_millis(200)));
-    let (tx, to) = (a.tx.clone(), b.url.clone());
-    let send = tokio::spawn(async move {
-        tx.send_module(to, space(), MODULE.to_owned(), Bytes::from_static(b"again"))
-            .await
-    });
+    let send = tokio::spawn(a.send_owned(&b, b"again"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(net.kill(a.id, b.id, None), 1, "the dial's connection");
     net.set_latency(b.id, None);
@@ -157,11 +145,7 @@ async fn a_peer_that_gave_up_waiting_for_our_preflight_is_dialed_again() {
     // Our preflight takes longer than the 10 s b waits for it: b closes
     // the connection saying so (a busy path, not a refusal).
     net.set_latency(a.id, Some(Duration::from_secs(11)));
-    let (tx, to) = (a.tx.clone(), b.url.clone());
-    let send = tokio::spawn(async move {
-        tx.send_module(to, space(), MODULE.to_owned(), Bytes::from_static(b"late"))
-            .await
-    });
+    let send = tokio::spawn(a.send_owned(&b, b"late"));
     tokio::time::sleep(Duration::from_millis(10_100)).await;
     net.set_latency(a.id, None);
     send.await.unwrap().expect("dialed again");

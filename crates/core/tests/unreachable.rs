@@ -6,7 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use kitsune2_iroh_core::CoreConfig;
 use kitsune2_iroh_core::mem::MemNetwork;
@@ -27,11 +26,7 @@ async fn sends_queued_behind_a_failing_dial_share_its_outcome() {
     let started = tokio::time::Instant::now();
     let mut sends = tokio::task::JoinSet::new();
     for _ in 0..10 {
-        let (tx, to) = (a.tx.clone(), b.url.clone());
-        sends.spawn(async move {
-            tx.send_module(to, space(), MODULE.to_owned(), Bytes::from_static(b"lost"))
-                .await
-        });
+        sends.spawn(a.send_owned(&b, b"lost"));
     }
     let results = sends.join_all().await;
     let took = started.elapsed();

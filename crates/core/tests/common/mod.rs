@@ -103,6 +103,20 @@ impl Node {
         }
     }
 
+    /// The send of `data` to `to` as a future of its own (`'static`), for
+    /// a task or a `JoinSet`.
+    pub fn send_owned(
+        &self,
+        to: &Self,
+        data: &'static [u8],
+    ) -> impl Future<Output = K2Result<()>> + Send + 'static {
+        let (tx, to) = (self.tx.clone(), to.url.clone());
+        async move {
+            tx.send_module(to, space(), MODULE.to_owned(), Bytes::from_static(data))
+                .await
+        }
+    }
+
     pub async fn send(&self, to: &Self, data: &'static [u8]) -> K2Result<()> {
         self.tx
             .send_module(
