@@ -116,3 +116,84 @@ async fn home_relay_known_down_after_relay_stops() {
     );
     timeout(BOUND, ep.close()).await.unwrap();
 }
+
+/// What the drain counts on (`docs/architecture.md`, "Drain"): once the
+/// peer's QUIC acknowledged a stream's FIN, everything on that stream is
+/// in our QUIC's receive buffer, and it stays readable to the FIN after
+/// the peer closes the connection (with code 1, as a drain ends): QUIC
+/// keeps a closed connection's received streams, and a read takes what
+/// is buffered before it reports the close. Also for a stream accepted
+/// only after the close (a `kitsune2/1` message stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_data_stays_readable_after_the_peers_close() {
+    const LEN: usize = 256 * 1024;
+    let relay = EmbeddedRelay::start().await.unwrap();
+    let (a, _) = endpoint(relay.url()).await;
+    let (b, _) = endpoint(relay.url()).await;
+    let peer = PeerAddr::parse(&published_url(&b).await).unwrap();
+    let (a_conn, b_conn) = timeout(BOUND, async { tokio::join!(a.connect(&peer), b.accept()) })
+        .await
+        .expect("connect timed out");
+    let (a_conn, b_conn) = (a_conn.unwrap(), b_conn.expect("endpoint closed").unwrap());
+
+    let payload = |i: usize| Bytes::from((0..LEN).map(|j| (i + j) as u8).collect::<Vec<_>>());
+    // Stream 1: b accepts it before the close (as the reader does with
+    // the control stream); stream 2: only after.
+    let mut first = a_conn.open_uni().await.unwrap();
+    timeout(BOUND, first.write_chunks(&mut [Bytes::from_static(b"x")]))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut recv_first = timeout(BOUND, b_conn.accept_uni()).await.unwrap().unwrap();
+    let mut second = a_conn.open_uni().await.unwrap();
+    for (s, i) in [(&mut first, 1), (&mut second, 2)] {
+        timeout(BOUND, s.write_chunks(&mut [payload(i)]))
+            .await
+            .unwrap()
+            .unwrap();
+        // Resolves once b's QUIC acknowledged the FIN and all before it.
+        timeout(BOUND, s.finish()).await.unwrap().unwrap();
+    }
+    a_conn.close(CloseCode::Graceful, b"bye");
+    // b's QUIC has the close before b reads a byte more.
+    timeout(BOUND, async {
+        while b_conn.remote_close().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the close did not arrive");
+
+    let read_all = async |recv: &mut kitsune2_iroh_core::DynRecvStream| {
+        let mut got = Vec::new();
+        for _ in 0..=LEN {
+            match timeout(BOUND, recv.read_chunks()).await.unwrap() {
+                Ok(Some(chunks)) => chunks.iter().for_each(|c| got.extend_from_slice(c)),
+                Ok(None) => return Ok(got),
+                Err(e) => return Err((got.len(), e)),
+            }
+        }
+        panic!("more reads than bytes");
+    };
+    let got = read_all(&mut recv_first).await.expect("stream 1 cut short");
+    assert_eq!(got.len(), 1 + LEN);
+    assert_eq!(&got[1..], &payload(1)[..]);
+    let mut recv_second = timeout(BOUND, b_conn.accept_uni())
+        .await
+        .unwrap()
+        .expect("a received stream is accepted after the close");
+    let got = read_all(&mut recv_second)
+        .await
+        .expect("stream 2 cut short");
+    assert_eq!(got, payload(2));
+    // Then, and only then, the connection's end.
+    assert!(timeout(BOUND, b_conn.accept_uni()).await.unwrap().is_err());
+    assert_eq!(
+        b_conn.remote_close(),
+        Some((CloseCode::Graceful, Bytes::from_static(b"bye")))
+    );
+    timeout(BOUND, async { tokio::join!(a.close(), b.close()) })
+        .await
+        .unwrap();
+    relay.shutdown().await.unwrap();
+}
