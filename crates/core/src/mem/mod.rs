@@ -6,7 +6,8 @@
 //! Faults: refuse, delay or drop connects ([`MemNetwork::refuse_connects`],
 //! [`MemNetwork::delay_connects`], [`MemNetwork::fail_handshakes`]), fail writes
 //! ([`MemNetwork::fail_writes`]), one-way latency per sender
-//! ([`MemNetwork::set_latency`]), kill connections with or without an
+//! ([`MemNetwork::set_latency`]), reads held while the bytes arrive
+//! ([`MemNetwork::hold_reads`]), kill connections with or without an
 //! application close ([`MemNetwork::kill`]), a crashed peer
 //! ([`MemNetwork::crash`]), and a home relay known down
 //! ([`MemEndpoint::set_home_relay_down`]). Raw bytes, malformed frames and
@@ -132,6 +133,8 @@ impl Drop for ConnectUnderWay<'_> {
 #[derive(Debug, Default)]
 pub struct MemNetwork {
     state: Mutex<NetState>,
+    /// Endpoints whose stream reads are held (see [`MemNetwork::hold_reads`]).
+    held_reads: watch::Sender<HashSet<EndpointId>>,
 }
 
 impl MemNetwork {
@@ -231,6 +234,29 @@ impl MemNetwork {
     /// (a delayed connect is under way for its delay).
     pub fn peak_concurrent_connects(&self) -> usize {
         self.state.lock().expect("poisoned").connects.1
+    }
+
+    /// Holds every stream read by `id` (or lets them go again): a read
+    /// waits, while the bytes keep arriving and are acknowledged to their
+    /// writer as received, and `accept_uni` still reports the
+    /// connection's end. A reader task the operating system did not run
+    /// for a while: it polled its stream before the peer's last bytes
+    /// arrived and the connection's end after the peer closed.
+    pub fn hold_reads(&self, id: EndpointId, hold: bool) {
+        self.held_reads.send_modify(|held| {
+            if hold {
+                held.insert(id);
+            } else {
+                held.remove(&id);
+            }
+        });
+    }
+
+    /// Waits while `id`'s reads are held.
+    async fn reads_released(&self, id: &EndpointId) {
+        let mut rx = self.held_reads.subscribe();
+        // The sender lives in `self`: the wait ends only by a release.
+        let _ = rx.wait_for(|held| !held.contains(id)).await;
     }
 
     /// Makes every stream write by `from` fail (or work again).

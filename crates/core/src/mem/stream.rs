@@ -1,6 +1,7 @@
 //! The in-memory connection and its streams: bounded channels of chunks,
-//! one-way latency, acknowledgement of a finished stream once its reader
-//! took everything.
+//! one-way latency, acknowledgement of a finished stream once everything
+//! on it arrived (as QUIC's: received, not necessarily read), and what
+//! arrived stays readable after the connection closes (as QUIC keeps it).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,8 @@ impl MemConnection {
             .send(MemRecvStream {
                 rx,
                 pending: None,
+                reader: self.remote,
+                net: self.net.clone(),
                 pair: self.pair.clone(),
                 delivered: delivered.clone(),
                 reset: reset.clone(),
@@ -89,6 +92,7 @@ impl MemConnection {
         Ok(MemSendStream {
             tx: Some(tx),
             written: 0,
+            last_arrival: None,
             delivered,
             reset,
             pair: self.pair.clone(),
@@ -182,8 +186,11 @@ pub struct MemSendStream {
     tx: Option<mpsc::Sender<(tokio::time::Instant, Bytes)>>,
     /// Chunks sent.
     written: u64,
-    /// Chunks the reader took ([`u64::MAX`] once it dropped the stream):
-    /// what `finish` waits for, as QUIC waits for the peer's ack.
+    /// When the last chunk sent arrives at the reader: `finish` resolves
+    /// once the acknowledgement of it is back, as QUIC's.
+    last_arrival: Option<tokio::time::Instant>,
+    /// Chunks the reader took ([`u64::MAX`] once it dropped the stream,
+    /// which stops the stream): `finish` resolves once it took all.
     delivered: Arc<watch::Sender<u64>>,
     /// Set by [`SendStream::reset`]; the reader's next read fails.
     reset: Arc<AtomicBool>,
@@ -247,6 +254,7 @@ impl SendStream for MemSendStream {
                 };
                 permit.send((arrives, std::mem::take(chunk)));
                 self.written += 1;
+                self.last_arrival = Some(arrives);
             }
             Ok(())
         })
@@ -256,11 +264,31 @@ impl SendStream for MemSendStream {
         Box::pin(async move {
             self.tx = None;
             let written = self.written;
+            // The reader's side acknowledges what arrived, read or not;
+            // the acknowledgement takes the way back.
+            let peer = if self.pair.a == self.from {
+                self.pair.b
+            } else {
+                self.pair.a
+            };
+            let back = self
+                .net
+                .upgrade()
+                .map(|n| n.latency(&peer))
+                .unwrap_or_default();
+            let acked = async {
+                match self.last_arrival {
+                    Some(at) => tokio::time::sleep_until(at + back).await,
+                    None => std::future::pending().await,
+                }
+            };
             let mut delivered = self.delivered.subscribe();
             tokio::select! {
+                biased;
                 r = delivered.wait_for(|d| *d >= written) => {
                     r.map(drop).map_err(|_| CoreError::io("finish", "stream gone"))
                 }
+                () = acked => Ok(()),
                 () = self.pair.wait_closed() => Err(CoreError::io("finish", "connection closed")),
             }
         })
@@ -284,6 +312,9 @@ pub struct MemRecvStream {
     reset: Arc<AtomicBool>,
     /// This stream's place in the reader's stream limit, freed on drop.
     _permit: Option<OwnedSemaphorePermit>,
+    /// The reading endpoint, for [`MemNetwork::hold_reads`].
+    reader: EndpointId,
+    net: Weak<MemNetwork>,
 }
 
 impl Drop for MemRecvStream {
@@ -307,6 +338,9 @@ impl RecvStream for MemRecvStream {
                     .load(Ordering::SeqCst)
                     .then(|| CoreError::io("read", "stream reset by the peer"))
             };
+            if let Some(net) = self.net.upgrade() {
+                net.reads_released(&self.reader).await;
+            }
             if let Some(e) = was_reset(&self.reset) {
                 return Err(e);
             }
