@@ -109,7 +109,10 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
         } else {
             MessageReads::default()
         };
-        let input = next_input(conn, read, message_reads, may_read, freed, deadline).await;
+        // Once the connection ended, the streams held are read out
+        // (QUIC keeps what it received) and no new one is accepted.
+        let accept = !conn.with(|p| p.connection_ended());
+        let input = next_input(conn, read, message_reads, may_read, accept, freed, deadline).await;
         let control_fin = matches!(input, Input::Chunk(Ok(None)));
         let now = Instant::now().into_std();
         conn.with(|p| match input {
@@ -118,7 +121,9 @@ async fn drive(shared: &Shared, conn: &Arc<Conn>) {
                 Some(StreamSlot::Message(id)) => messages.push(MessageStream::new(id, s, &task)),
                 None => {}
             },
-            Input::Stream(Err(e)) => p.handle_connection_lost(e, conn.connection.remote_close()),
+            Input::Stream(Err(e)) => {
+                p.handle_connection_lost(e, conn.connection.remote_close(), now);
+            }
             Input::Chunk(Ok(Some(chunks))) => {
                 for chunk in chunks {
                     p.handle_chunk(chunk, now);
@@ -275,27 +280,39 @@ impl<'a> MessageReads<'a> {
 }
 
 /// The next input: a chunk of `stream` (when given), of a message stream,
-/// a new stream, a wake-up, the deadline, or (when `!may_read`, waiting for
-/// the budget) `freed`.
+/// a new stream (when `accept`), a wake-up, the deadline, or (when
+/// `!may_read`, waiting for the budget) `freed`.
+///
+/// The reads are polled before the accept, but the backend may see the
+/// connection end between the two polls (its I/O runs on other threads):
+/// a connection's end says nothing about what the streams still hold.
 async fn next_input(
     conn: &Conn,
     stream: Option<&mut DynRecvStream>,
     mut messages: MessageReads<'_>,
     may_read: bool,
+    accept: bool,
     freed: Notified<'_>,
     deadline: Option<std::time::Instant>,
 ) -> Input {
+    let accept_uni = async {
+        if accept {
+            Input::Stream(conn.connection.accept_uni().await)
+        } else {
+            std::future::pending().await
+        }
+    };
     let read = async {
         match stream {
             None if !may_read => tokio::select! {
                 biased;
-                r = conn.connection.accept_uni() => Input::Stream(r),
+                input = accept_uni => input,
                 () = freed => Input::Woken,
             },
             None => tokio::select! {
                 biased;
                 input = messages.next() => input,
-                r = conn.connection.accept_uni() => Input::Stream(r),
+                input = accept_uni => input,
             },
             // The control stream first: its small messages are the ones a
             // large message must not hold up.
@@ -303,7 +320,7 @@ async fn next_input(
                 biased;
                 r = stream.read_chunks() => Input::Chunk(r),
                 input = messages.next() => input,
-                r = conn.connection.accept_uni() => Input::Stream(r),
+                input = accept_uni => input,
             },
         }
     };

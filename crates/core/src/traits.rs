@@ -113,8 +113,9 @@ pub trait Connection: Send + Sync + Debug + 'static {
 
     /// Waits for the peer's next unidirectional stream.
     ///
-    /// An error means the connection is gone. Cancel safety: cancelling
-    /// loses no stream.
+    /// An error means the connection is gone; streams received before the
+    /// end are still returned first (QUIC's are). Cancel safety:
+    /// cancelling loses no stream.
     fn accept_uni(&self) -> BoxFut<'_, Result<DynRecvStream, CoreError>>;
 
     /// Closes the connection with an application close. Idempotent; the
@@ -204,6 +205,16 @@ pub trait SendStream: Send + Sync + Debug + 'static {
 pub const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// The receiving half of a unidirectional stream.
+///
+/// # Invariants
+///
+/// Once the connection has ended (the peer closed it, or it was lost),
+/// reads MUST still return every byte received before the end, and then
+/// the stream's end or an error, without waiting for more: a peer's QUIC
+/// acknowledged those bytes, and a peer whose drain saw its FIN
+/// acknowledged closes at once (QUIC keeps a closed connection's received
+/// streams readable). The core reads a stream out after the connection's
+/// end before it judges the end.
 pub trait RecvStream: Send + Sync + Debug + 'static {
     /// The next chunk of bytes, of any size up to [`MAX_READ_CHUNK`];
     /// `Ok(None)` once the peer finished the stream. Chunk boundaries

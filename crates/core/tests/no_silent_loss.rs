@@ -24,6 +24,10 @@ enum Op {
     Disconnect { from: usize },
     /// Node `node` closes its transport.
     Close { node: usize },
+    /// Node `node`'s reads wait for `ms` while bytes still arrive (and are
+    /// acknowledged as received): a reader task not run for a while, so
+    /// that it may see the peer's close before the bytes before it.
+    StallReads { node: usize, ms: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +44,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         6 => (0usize..2, 1u32..8).prop_map(|(from, count)| Op::Send { from, count }),
         3 => (0usize..2).prop_map(|from| Op::Disconnect { from }),
         1 => (0usize..2).prop_map(|node| Op::Close { node }),
+        2 => (0usize..2, 1u64..40).prop_map(|(node, ms)| Op::StallReads { node, ms }),
     ]
 }
 
@@ -141,6 +146,15 @@ async fn run(case: Case) {
                     tx.close().await;
                 }));
             }
+            Op::StallReads { node, ms } => {
+                let (net, id) = (net.clone(), nodes[node].id);
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(start).await;
+                    net.hold_reads(id, true);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    net.hold_reads(id, false);
+                }));
+            }
         }
     }
     for t in tasks {
@@ -201,6 +215,74 @@ async fn a_dial_completing_during_close_is_refused() {
             (3, Op::Close { node: 0 }),
             (0, Op::Send { from: 1, count: 1 }),
             (0, Op::Send { from: 0, count: 1 }),
+        ],
+    })
+    .await;
+}
+
+/// The interleaving of `crates/iroh/tests/no_silent_loss.rs`'s loss, made
+/// deterministic: both sides disconnect at once; b's last message and FIN
+/// arrive at a (and are acknowledged as received, as QUIC does), b reads
+/// a's FIN and closes (code 1), and a's reader sees the close before it
+/// read those bytes (over iroh: it polled its stream before they arrived,
+/// and the connection's end after the close, the thread descheduled in
+/// between). a must still deliver what its stream holds.
+#[tokio::test(start_paused = true)]
+async fn the_peers_close_seen_before_its_last_bytes_loses_nothing() {
+    init_logs();
+    let net = MemNetwork::new();
+    let mut a = Node::new(&net, 1);
+    let mut b = Node::new(&net, 2);
+    for n in [&a, &b] {
+        net.set_latency(n.id, Some(Duration::from_millis(1)));
+    }
+    a.send(&b, b"first").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"first");
+    // a's reader is not run from now on (its reads wait).
+    net.hold_reads(a.id, true);
+    b.send(&a, b"last").await.unwrap();
+    let (ta, tb) = (a.tx.clone(), b.tx.clone());
+    tokio::join!(
+        ta.disconnect(b.url.clone(), None),
+        tb.disconnect(a.url.clone(), None)
+    );
+    // b's drain is through well within its deadline (1 s): it read a's
+    // FIN, and its own was received: b closed.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(b.imp.connections().is_empty(), "b closed");
+    assert!(
+        a.inbox.try_recv().is_err(),
+        "a's reader has read nothing yet"
+    );
+    net.hold_reads(a.id, false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        a.inbox.try_recv().map(|(_, data)| data),
+        Ok(Bytes::from_static(b"last")),
+        "b's send returned Ok: a delivers it"
+    );
+    assert!(a.imp.connections().is_empty(), "a closed too");
+}
+
+/// Found by the property test once reads could stall: node 0's dial lost
+/// resolution on node 1's side, which answered and sent on it; node 0's
+/// reads stalled before node 1's preflight was read, then node 0 closed
+/// (draining the dial, its peer's preflight not read yet) and node 1,
+/// its drain through, closed. What the stream holds, the preflight and
+/// the messages behind it, is still delivered after the close.
+#[tokio::test(start_paused = true)]
+async fn a_drained_dial_delivers_what_it_holds_after_the_peers_close() {
+    init_logs();
+    run(Case {
+        ids: (2, 1),
+        latency_ms: (3, 4),
+        connect_delay_ms: (5, 5),
+        ops: vec![
+            (16, Op::Disconnect { from: 1 }),
+            (17, Op::StallReads { node: 0, ms: 30 }),
+            (23, Op::Close { node: 0 }),
+            (9, Op::Send { from: 1, count: 5 }),
+            (5, Op::Send { from: 0, count: 1 }),
         ],
     })
     .await;

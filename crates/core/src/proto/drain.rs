@@ -12,15 +12,21 @@
 //!    handler; then it finishes its own stream after its last frame
 //!    ([`Event::PeerFinished`]) and waits for the close.
 //! 3. The closing side reads up to the peer's FIN, and once its own FIN
-//!    is acknowledged (the peer received everything), it closes with the
-//!    code and reason it meant: 1 graceful, 2 superseded.
+//!    is acknowledged (the peer's QUIC received everything: received, not
+//!    read), it closes with the code and reason it meant: 1 graceful,
+//!    2 superseded. What the peer's QUIC received stays readable after
+//!    that close, and the peer's reader reads its streams out before it
+//!    judges the close (`handle_connection_lost` in `recv.rs`), so a
+//!    received frame is a delivered frame: also when the peer's reader
+//!    sees the close before the bytes (its task not run in between).
 //! 4. Bounded: at the drain deadline the drain ends as if the peer had
 //!    finished. The incumbent never finishes its stream, so against it a
 //!    close takes the deadline.
 //!
 //! When both sides start a drain at once, each waits for the other's FIN
 //! and for its own to be acknowledged before closing, so whichever closes
-//! first, the other has received everything.
+//! first, the other has received everything, and reads it before it acts
+//! on the close.
 
 use std::time::Instant;
 
@@ -211,7 +217,7 @@ mod tests {
     use bytes::Bytes;
     use kitsune2_iroh_codec::Frame;
 
-    use super::super::tests::{active, data, t0};
+    use super::super::tests::{active, data, read_out, t0};
     use super::*;
     use crate::proto::ConnState;
 
@@ -289,7 +295,7 @@ mod tests {
         p.handle_ours_finished();
         assert_eq!(p.state(), ConnState::Draining, "waits for the peer's close");
         let close = Some((CloseCode::Graceful, Bytes::from_static(b"bye")));
-        p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close.clone());
+        p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close.clone(), t0());
         assert!(matches!(
             p.closed(),
             Some((CoreError::ConnectionClosed { .. }, Initiator::Remote))
@@ -323,9 +329,66 @@ mod tests {
         p.handle_connection_lost(
             CoreError::io("accept_uni", "closed"),
             Some((CloseCode::Superseded, Bytes::new())),
+            t0(),
         );
+        read_out(&mut p);
         assert_eq!(p.state(), ConnState::Superseded);
         assert_eq!(p.closed().unwrap().1, Initiator::Local);
+    }
+
+    /// Both sides drained at once: the peer read our FIN, saw its own
+    /// acknowledged and closed; its last frame and FIN, which our QUIC
+    /// received (and acknowledged) before the close, are still in our
+    /// stream when our reader sees the close. They are delivered first.
+    #[test]
+    fn the_peers_close_is_judged_after_what_its_stream_holds() {
+        let mut p = active(t0());
+        assert!(p.start_drain(disconnected(), t0()));
+        let close = Some((CloseCode::Graceful, Bytes::new()));
+        p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close, t0());
+        assert_eq!(p.state(), ConnState::Draining, "the stream is not read out");
+        assert!(p.connection_ended(), "no stream is accepted any more");
+        p.handle_chunk(data(b"acknowledged before the close"), t0());
+        assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+        p.handle_stream_end(t0());
+        assert!(p.poll_event().is_none());
+        assert_eq!(p.state(), ConnState::Closed);
+        assert_eq!(p.closed().unwrap().1, Initiator::Local, "as we meant");
+    }
+
+    #[test]
+    fn an_active_connection_delivers_what_its_stream_holds_before_the_peers_close() {
+        let mut p = active(t0());
+        let close = Some((CloseCode::Graceful, Bytes::from_static(b"bye")));
+        p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close, t0());
+        assert_eq!(p.state(), ConnState::Active);
+        p.handle_chunk(data(b"sent before the close"), t0());
+        assert!(matches!(p.poll_event(), Some(Event::Data(_))));
+        // The read after the bytes fails: the connection's end, not a
+        // stream failure.
+        read_out(&mut p);
+        assert!(matches!(
+            p.closed(),
+            Some((
+                CoreError::ConnectionClosed {
+                    code: Some(CloseCode::Graceful),
+                    ..
+                },
+                Initiator::Remote
+            ))
+        ));
+    }
+
+    #[test]
+    fn a_connections_end_held_for_the_streams_is_judged_by_a_drain_timeout() {
+        let start = t0();
+        let mut p = active(start);
+        p.handle_connection_lost(CoreError::io("accept_uni", "gone"), None, start);
+        assert_eq!(p.poll_timeout(), Some(start + Duration::from_secs(1)));
+        p.handle_timeout(start + Duration::from_millis(999));
+        assert_eq!(p.state(), ConnState::Active);
+        p.handle_timeout(start + Duration::from_secs(1));
+        assert!(matches!(p.closed(), Some((_, Initiator::Backend))));
     }
 
     #[test]

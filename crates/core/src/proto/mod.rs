@@ -226,6 +226,20 @@ pub(crate) struct ConnProto {
     /// The wire version and, on `kitsune2/1`, the peer's message streams
     /// (`messages.rs`).
     messages: messages::Messages,
+    /// The connection's end, seen while the peer's streams were still
+    /// being read: judged once they are read out (`recv.rs`).
+    lost: Option<Lost>,
+}
+
+/// The connection's end, held until the peer's streams are read out.
+#[derive(Debug)]
+struct Lost {
+    /// What the backend reported.
+    error: CoreError,
+    /// The peer's application close, if it sent one.
+    remote_close: Option<(CloseCode, Bytes)>,
+    /// The end is judged at this time at the latest.
+    deadline: Instant,
 }
 
 impl ConnProto {
@@ -261,6 +275,7 @@ impl ConnProto {
             last_progress: now,
             budget_wait: None,
             messages: messages::Messages::default(),
+            lost: None,
         }
     }
 
@@ -345,6 +360,11 @@ impl ConnProto {
             }
             self.message_timeouts(now);
         }
+        if self.lost.as_ref().is_some_and(|l| now >= l.deadline) {
+            debug!("the peer's streams were not read out in time after the connection's end");
+            self.judge_lost(true);
+            return;
+        }
         match self.state {
             State::Pending { deadline } if now >= deadline => {
                 let secs = self.preflight_timeout_secs;
@@ -361,7 +381,8 @@ impl ConnProto {
             State::Pending { deadline } | State::Draining { deadline, .. } => Some(deadline),
             _ => None,
         };
-        [state, self.frame_deadline(), self.message_deadline()]
+        let lost = self.lost.as_ref().map(|l| l.deadline);
+        [state, self.frame_deadline(), self.message_deadline(), lost]
             .into_iter()
             .flatten()
             .min()

@@ -9,7 +9,7 @@ use kitsune2_api::{K2Proto, K2WireType, Url};
 use kitsune2_iroh_codec::{CodecError, Frame, FrameOrder, StreamDecoder};
 use tracing::debug;
 
-use super::{BUDGET_WAIT_FACTOR, ConnProto, Event, State};
+use super::{BUDGET_WAIT_FACTOR, ConnProto, Event, Lost, State};
 use crate::close::CloseCode;
 use crate::error::{CoreError, Initiator};
 use crate::peer_url::{PeerAddr, format_peer_url, id_to_hex};
@@ -111,16 +111,77 @@ impl ConnProto {
     /// Reading the peer's current stream failed.
     pub(crate) fn handle_stream_error(&mut self, error: CoreError) {
         self.decoder = None;
+        if self.lost.is_some() {
+            // The connection's end, met after the bytes received before
+            // it: judged as the end, not as a stream failure.
+            debug!(%error, "the peer's stream is read out");
+            return;
+        }
         self.stream_failed(error, Initiator::Backend);
     }
 
     /// The connection is gone (accepting the peer's next stream failed).
     /// With the peer's application close in hand, that close is the error.
+    ///
+    /// What the peer's streams received before the end is still read (QUIC
+    /// keeps it, and acknowledged it: a peer whose drain saw its FIN
+    /// acknowledged closes at once, and our reader may see that close
+    /// before the bytes): while a stream of the peer is being read whose
+    /// frames are delivered, the end is judged only once the streams are read out
+    /// (ended or failed, see [`poll_event`](Self::poll_event)), or a drain
+    /// timeout after `now`. The driver accepts no stream meanwhile
+    /// ([`connection_ended`](Self::connection_ended)).
     pub(crate) fn handle_connection_lost(
         &mut self,
         error: CoreError,
         remote_close: Option<(CloseCode, Bytes)>,
+        now: Instant,
     ) {
+        if self.lost.is_some() {
+            return;
+        }
+        if self.reading_out() {
+            debug!(%error, "connection ended; reading what the peer's streams hold first");
+            self.lost = Some(Lost {
+                error,
+                remote_close,
+                deadline: now + self.drain_timeout,
+            });
+            return;
+        }
+        self.connection_lost(error, remote_close);
+    }
+
+    /// The backend reported the connection's end: no stream of the peer
+    /// is to be accepted any more (those it had are still read).
+    pub(crate) fn connection_ended(&self) -> bool {
+        self.lost.is_some() || !self.is_open()
+    }
+
+    /// A stream of the peer is being read whose frames are delivered:
+    /// active, or draining (also a connection that lost resolution before
+    /// the peer's preflight was read, see `drain.rs`). Not while pending:
+    /// a peer that wrote on a connection we have not made active yet
+    /// waits for our FIN up to its drain deadline before it closes.
+    fn reading_out(&self) -> bool {
+        let reading = self.decoder.is_some() || !self.messages.open.is_empty();
+        reading && !matches!(self.state, State::Pending { .. }) && self.may_decode()
+    }
+
+    /// Judges the connection's end held in `lost` once the peer's
+    /// streams are read out, or at once when `now`.
+    pub(super) fn judge_lost(&mut self, now: bool) {
+        if self.lost.is_none() || (!now && self.reading_out()) {
+            return;
+        }
+        // INVARIANT: checked just above.
+        let lost = self.lost.take().expect("a held end");
+        if self.is_open() {
+            self.connection_lost(lost.error, lost.remote_close);
+        }
+    }
+
+    fn connection_lost(&mut self, error: CoreError, remote_close: Option<(CloseCode, Bytes)>) {
         if self.is_draining() {
             self.drain_connection_lost(error, remote_close);
             return;
@@ -139,8 +200,18 @@ impl ConnProto {
     }
 
     /// The next event, decoding buffered frames as far as the state
-    /// allows: nothing while validating, nothing once ended.
+    /// allows: nothing while validating, nothing once ended. Once none is
+    /// left and the peer's streams are read out, a connection's end seen
+    /// meanwhile is judged.
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        let event = self.next_event();
+        if event.is_none() {
+            self.judge_lost(false);
+        }
+        event
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.events.pop_front() {
                 return Some(event);

@@ -73,6 +73,13 @@ pub(super) fn active(t0: Instant) -> ConnProto {
     p
 }
 
+/// The driver's reads after the connection's end: the stream held has
+/// nothing more and fails.
+pub(super) fn read_out(p: &mut ConnProto) {
+    p.handle_stream_error(CoreError::io("read", "connection lost"));
+    assert!(p.poll_event().is_none());
+}
+
 fn closed_error(p: &ConnProto) -> (CoreError, Initiator) {
     p.closed().expect("closed")
 }
@@ -302,7 +309,8 @@ fn a_read_error_after_activation_ends_only_the_stream() {
 fn the_peers_graceful_close_is_a_disconnect() {
     let mut p = active(t0());
     let close = Some((CloseCode::Graceful, Bytes::from_static(b"bye")));
-    p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close.clone());
+    p.handle_connection_lost(CoreError::io("accept_uni", "closed"), close.clone(), t0());
+    read_out(&mut p);
     let (e, by) = closed_error(&p);
     assert!(matches!(
         e,
@@ -326,7 +334,8 @@ fn the_peers_graceful_close_is_a_disconnect() {
 #[test]
 fn a_lost_connection_is_reported_lost_and_unresponsive() {
     let mut p = active(t0());
-    p.handle_connection_lost(CoreError::io("accept_uni", "timed out"), None);
+    p.handle_connection_lost(CoreError::io("accept_uni", "timed out"), None, t0());
+    read_out(&mut p);
     assert!(!p.ended_deliberately());
     match p.end_report(None) {
         EndReport::Lost {
@@ -376,6 +385,7 @@ fn the_peers_superseding_close_supersedes() {
     p.handle_connection_lost(
         CoreError::io("accept_uni", "closed"),
         Some((CloseCode::Superseded, Bytes::new())),
+        t0(),
     );
     assert_eq!(p.state(), ConnState::Superseded);
     assert_eq!(closed_error(&p).1, Initiator::Remote);
@@ -411,7 +421,7 @@ fn our_deliberate_closes_report_nothing_from_the_reader() {
 #[test]
 fn a_connection_that_never_became_active_reports_nothing() {
     let mut p = proto(Role::Acceptor, t0());
-    p.handle_connection_lost(CoreError::io("accept_uni", "gone"), None);
+    p.handle_connection_lost(CoreError::io("accept_uni", "gone"), None, t0());
     assert_eq!(p.end_report(None), EndReport::Silent);
 }
 
@@ -433,7 +443,7 @@ fn take_report_claims_the_one_report() {
     let mut p = active(t0());
     assert!(p.take_report());
     assert!(!p.take_report());
-    p.handle_connection_lost(CoreError::io("x", "y"), None);
+    p.handle_connection_lost(CoreError::io("x", "y"), None, t0());
     assert_eq!(p.end_report(None), EndReport::Silent);
 }
 
