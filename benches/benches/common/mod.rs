@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)] // reason: each bench binary uses a subset
 
 pub mod bare;
+pub mod cpu;
 pub mod pair;
 
 use std::net::SocketAddr;

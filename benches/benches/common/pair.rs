@@ -262,6 +262,52 @@ impl Pair {
         start.elapsed()
     }
 
+    /// Like [`Self::batch`], but the whole batch, sends included, is
+    /// bounded by `bound`, and with `drain` B's messages are taken off its
+    /// channel while A is still sending, as a handler that keeps up would
+    /// take them, so a long batch does not pile up in memory (without it,
+    /// they are taken once A has sent them all, as [`Self::batch`] does).
+    pub async fn stream(
+        &mut self,
+        msg: &Bytes,
+        n: usize,
+        bound: Duration,
+        drain: bool,
+    ) -> Duration {
+        let name = self.name;
+        let start = Instant::now();
+        let send = async {
+            for _ in 0..n {
+                self.send.send(name, msg.clone()).await;
+            }
+        };
+        let sink = &mut self.b_sink;
+        let recv = async {
+            for _ in 0..n {
+                let got = sink
+                    .recv()
+                    .await
+                    .unwrap_or_else(|| panic!("{name}: B's handler is gone"));
+                assert_eq!(got.len(), msg.len(), "{name}: message has the wrong size");
+            }
+        };
+        let both = async {
+            if drain {
+                tokio::join!(send, recv);
+            } else {
+                send.await;
+                recv.await;
+            }
+        };
+        timeout(bound, both).await.unwrap_or_else(|_| {
+            panic!(
+                "{name}: {n} messages of {} bytes not all sent and received within {bound:?}",
+                msg.len()
+            )
+        });
+        start.elapsed()
+    }
+
     /// Whether A's connection to B is direct: A's network stats for a
     /// kitsune2 pair, the selected path of A's connection for a bare one.
     pub async fn direct(&self) -> String {
