@@ -6,8 +6,12 @@
 //! that follows from the connection's end. Every state transition goes
 //! through [`Conn::with`], the one place the published state is updated.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use kitsune2_api::Url;
@@ -75,6 +79,11 @@ pub(crate) struct Counters {
 ///   the peer acknowledged all of it (or it failed): the finisher, which
 ///   takes the send lock first, so sees every such stream, and finishes
 ///   the control stream only after them.
+/// - A written message stream's acknowledgement (its `finish`, counted in
+///   `in_flight`) waits in `unacked`, in the order written, unless it was
+///   complete at once. It is polled, never awaited, by later message
+///   writes (which drop those at the front that are complete) and awaited
+///   by the finisher, which drives them all: no task per message.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Local serial number, for logs and "newer wins" ordering.
@@ -91,6 +100,9 @@ pub(crate) struct Conn {
     /// `/1` message streams written or being written whose end the peer
     /// has not acknowledged yet.
     in_flight: Arc<watch::Sender<usize>>,
+    /// `/1` message streams written and finished whose acknowledgement
+    /// has not been seen yet (see the invariants).
+    unacked: Mutex<VecDeque<PendingAck>>,
     /// Our control stream was opened once: on `/1` it is never replaced
     /// (a new stream would be a message stream to the peer).
     control_opened: AtomicBool,
@@ -127,6 +139,7 @@ impl Conn {
             limits,
             write,
             in_flight: Arc::new(watch::Sender::new(0)),
+            unacked: Mutex::new(VecDeque::new()),
             control_opened: AtomicBool::new(false),
             messages_opened: AtomicU32::new(0),
             state: watch::Sender::new(proto.state()),
@@ -269,8 +282,7 @@ impl Conn {
             // are acknowledged before our control FIN, so the peer has
             // them all when it reads the FIN. Bounded by the drain deadline
             // (the connection then closes, which ends them).
-            let mut in_flight = conn.in_flight.subscribe();
-            let _ = in_flight.wait_for(|n| *n == 0).await;
+            conn.await_message_acks().await;
             // Our preflight still queued never went out: nothing to send.
             if let Some(s) = stream.as_mut()
                 && let Err(e) = s.finish().await
@@ -386,8 +398,8 @@ impl Conn {
 
 impl Conn {
     /// Writes `data` on a `/1` message stream of its own: one data frame,
-    /// then FIN, acknowledged on a task of its own (which holds `ticket`
-    /// until then).
+    /// then FIN; its acknowledgement (which holds `ticket` until then)
+    /// waits in `unacked` (see the invariants).
     ///
     /// Cancel safety: dropped before the frame is written, the stream is
     /// reset, so the peer discards the partial message; nothing else is
@@ -432,13 +444,79 @@ impl Conn {
         // INVARIANT: both are taken only here.
         let mut stream = job.stream.take().expect("stream present");
         let ticket = job.ticket.take().expect("ticket present");
-        tokio::spawn(async move {
-            if let Err(e) = stream.finish().await {
-                debug!(%e, "finishing a message stream failed");
+        let mut ack = PendingAck {
+            ack: Box::pin(async move { stream.finish().await }),
+            _ticket: ticket,
+        };
+        // The first poll sends the FIN.
+        if !ack.is_done() {
+            let mut unacked = self.unacked.lock().expect("poisoned");
+            unacked.push_back(ack);
+            // Acknowledgements come mostly in the order written.
+            while unacked.front_mut().is_some_and(PendingAck::is_done) {
+                unacked.pop_front();
             }
-            drop(ticket);
-        });
+        }
         Ok(())
+    }
+
+    /// Waits until every `/1` message stream written or being written is
+    /// acknowledged (or failed), driving the waiting acknowledgements;
+    /// writes in progress add theirs as they end.
+    async fn await_message_acks(&self) {
+        let mut in_flight = self.in_flight.subscribe();
+        loop {
+            let waiting: Vec<PendingAck> =
+                self.unacked.lock().expect("poisoned").drain(..).collect();
+            if waiting.is_empty() {
+                if *in_flight.borrow_and_update() == 0 {
+                    return;
+                }
+                // A write in progress: it ends by adding its
+                // acknowledgement (counted) or by failing (uncounted).
+                if in_flight.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            for PendingAck { ack, _ticket } in waiting {
+                if let Err(e) = ack.await {
+                    debug!(%e, "finishing a message stream failed");
+                }
+            }
+        }
+    }
+}
+
+/// A written `/1` message stream's acknowledgement: its `finish`, which
+/// holds the stream and its place in `in_flight` until dropped.
+struct PendingAck {
+    ack: Pin<Box<dyn Future<Output = Result<(), CoreError>> + Send>>,
+    _ticket: MessageTicket,
+}
+
+impl std::fmt::Debug for PendingAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAck").finish_non_exhaustive()
+    }
+}
+
+impl PendingAck {
+    /// Whether the acknowledgement came (or can no longer come), polled
+    /// without a waker: whoever needs it awaits it later.
+    fn is_done(&mut self) -> bool {
+        match self
+            .ack
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Err(e)) => {
+                debug!(%e, "finishing a message stream failed");
+                true
+            }
+            Poll::Ready(Ok(())) => true,
+            Poll::Pending => false,
+        }
     }
 }
 
