@@ -503,3 +503,53 @@ proptest! {
         block_on_paused(run_ledger(case));
     }
 }
+
+/// The peer's close seen before its last bytes, on `/1` (the `/0` case
+/// is `no_silent_loss.rs::the_peers_close_seen_before_its_last_bytes_loses_nothing`):
+/// b sends a large message (a stream of its own) and a small one, both
+/// sides disconnect at once, b's drain is through (our FIN received,
+/// its message stream acknowledged) and b closes, all before a's reader
+/// ran again. a still delivers both: what QUIC acknowledged stays
+/// readable after the close, and a reads its streams out first.
+#[tokio::test(start_paused = true)]
+async fn a_message_stream_held_when_the_peer_closes_is_still_delivered() {
+    static LARGE: [u8; 4 * LARGE_ABOVE] = [7; 4 * LARGE_ABOVE];
+    let net = v1_net(&[1, 2]);
+    let config = CoreConfig {
+        large_message_bytes: LARGE_ABOVE,
+        ..config()
+    };
+    let mut a = Node::with_config(&net, [1; 32], config.clone());
+    let mut b = Node::with_config(&net, [2; 32], config);
+    for n in [&a, &b] {
+        net.set_latency(n.id, Some(Duration::from_millis(1)));
+    }
+    a.send(&b, b"first").await.unwrap();
+    assert_eq!(&b.recv().await.1[..], b"first");
+    // a's reader is not run from now on (its reads wait).
+    net.hold_reads(a.id, true);
+    b.send(&a, &LARGE).await.unwrap();
+    b.send(&a, b"last").await.unwrap();
+    let (ta, tb) = (a.tx.clone(), b.tx.clone());
+    tokio::join!(
+        ta.disconnect(b.url.clone(), None),
+        tb.disconnect(a.url.clone(), None)
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(b.imp.connections().is_empty(), "b closed");
+    assert!(
+        a.inbox.try_recv().is_err(),
+        "a's reader has read nothing yet"
+    );
+    net.hold_reads(a.id, false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut got: Vec<Bytes> =
+        std::iter::from_fn(|| a.inbox.try_recv().ok().map(|(_, d)| d)).collect();
+    got.sort_by_key(Bytes::len);
+    assert_eq!(
+        got,
+        vec![Bytes::from_static(b"last"), Bytes::from_static(&LARGE)],
+        "b's sends returned Ok: a delivers both"
+    );
+    assert!(a.imp.connections().is_empty(), "a closed too");
+}
