@@ -526,23 +526,7 @@ async fn a_message_stream_held_when_the_peer_closes_is_still_delivered() {
     }
     a.send(&b, b"first").await.unwrap();
     assert_eq!(&b.recv().await.1[..], b"first");
-    // a's reader is not run from now on (its reads wait).
-    net.hold_reads(a.id, true);
-    b.send(&a, &LARGE).await.unwrap();
-    b.send(&a, b"last").await.unwrap();
-    let (ta, tb) = (a.tx.clone(), b.tx.clone());
-    tokio::join!(
-        ta.disconnect(b.url.clone(), None),
-        tb.disconnect(a.url.clone(), None)
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(b.imp.connections().is_empty(), "b closed");
-    assert!(
-        a.inbox.try_recv().is_err(),
-        "a's reader has read nothing yet"
-    );
-    net.hold_reads(a.id, false);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    peer_closes_before_our_reader_runs(&net, &a, &b, &[&LARGE, b"last"]).await;
     let mut got: Vec<Bytes> =
         std::iter::from_fn(|| a.inbox.try_recv().ok().map(|(_, d)| d)).collect();
     got.sort_by_key(Bytes::len);

@@ -238,24 +238,7 @@ async fn the_peers_close_seen_before_its_last_bytes_loses_nothing() {
     }
     a.send(&b, b"first").await.unwrap();
     assert_eq!(&b.recv().await.1[..], b"first");
-    // a's reader is not run from now on (its reads wait).
-    net.hold_reads(a.id, true);
-    b.send(&a, b"last").await.unwrap();
-    let (ta, tb) = (a.tx.clone(), b.tx.clone());
-    tokio::join!(
-        ta.disconnect(b.url.clone(), None),
-        tb.disconnect(a.url.clone(), None)
-    );
-    // b's drain is through well within its deadline (1 s): it read a's
-    // FIN, and its own was received: b closed.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(b.imp.connections().is_empty(), "b closed");
-    assert!(
-        a.inbox.try_recv().is_err(),
-        "a's reader has read nothing yet"
-    );
-    net.hold_reads(a.id, false);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    peer_closes_before_our_reader_runs(&net, &a, &b, &[b"last"]).await;
     assert_eq!(
         a.inbox.try_recv().map(|(_, data)| data),
         Ok(Bytes::from_static(b"last")),

@@ -36,6 +36,11 @@ impl WallClock for TestClock {
 pub struct Inbox(mpsc::UnboundedReceiver<(Url, String, Bytes)>);
 
 impl Inbox {
+    /// Whether no message is there now.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The next message if one is there.
     pub fn try_recv(&mut self) -> Result<(Url, Bytes), TryRecvError> {
         self.0.try_recv().map(|(from, _module, data)| (from, data))
@@ -214,4 +219,33 @@ pub async fn connected_pair() -> (Arc<MemNetwork>, Node, Node) {
     a.send(&b, b"hi").await.unwrap();
     assert_eq!(&b.recv().await.1[..], b"hi");
     (net, a, b)
+}
+
+/// The peer's close seen before its last bytes: `a` and `b` exchanged a
+/// message already; `a`'s reads are held, `b` sends `messages` (each
+/// returns Ok), both disconnect at once, and `b`'s drain is through and
+/// `b` closed before `a`'s reader ran again. Then `a`'s reads go on and
+/// 5 s pass (paused time); what `a` delivered is in its inbox.
+pub async fn peer_closes_before_our_reader_runs(
+    net: &MemNetwork,
+    a: &Node,
+    b: &Node,
+    messages: &[&'static [u8]],
+) {
+    net.hold_reads(a.id, true);
+    for m in messages {
+        b.send(a, m).await.unwrap();
+    }
+    let (ta, tb) = (a.tx.clone(), b.tx.clone());
+    tokio::join!(
+        ta.disconnect(b.url.clone(), None),
+        tb.disconnect(a.url.clone(), None)
+    );
+    // b's drain is through well within its deadline (1 s): it read a's
+    // FIN, and its own was received: b closed.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(b.imp.connections().is_empty(), "b closed");
+    assert!(a.inbox.is_empty(), "a's reader has read nothing yet");
+    net.hold_reads(a.id, false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
 }
