@@ -45,6 +45,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::cpu::{load_average, process_cpu_ns};
+use common::stats::{quantile, summary};
 use common::{MESSAGE_BOUND, Node, SINK, bare, factory, node_with, runtime, space, tagged};
 use iroh::endpoint::{Connection, SendStream};
 use kitsune2_api::Url;
@@ -224,24 +226,6 @@ async fn throughput(
     (len * (count / senders * senders)) as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
-/// CPU time this process has used so far, in nanoseconds: the sum over
-/// its threads of the first field of `/proc/self/task/*/schedstat`.
-fn cpu_ns() -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
-        let path = entry.expect("task entry").path().join("schedstat");
-        // A thread that ended meanwhile has no file any more.
-        if let Ok(text) = std::fs::read_to_string(path) {
-            total += text
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    total
-}
-
 /// One throughput phase: MB/s and the process's CPU nanoseconds per byte
 /// moved.
 #[derive(Clone, Copy, Default)]
@@ -258,12 +242,12 @@ async fn phase(
     count: usize,
     senders: usize,
 ) -> Phase {
-    let cpu = cpu_ns();
+    let cpu = process_cpu_ns();
     let mbs = throughput(tx, sink, len, count, senders).await;
     let bytes = (len * (count / senders * senders)) as f64;
     Phase {
         mbs,
-        cpu_ns_per_byte: (cpu_ns() - cpu) as f64 / bytes,
+        cpu_ns_per_byte: (process_cpu_ns() - cpu) as f64 / bytes,
     }
 }
 
@@ -429,30 +413,14 @@ impl Pair {
     }
 }
 
-/// The median and the quartiles of `v` (nearest rank), and its range.
-fn spread(mut v: Vec<f64>) -> String {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "{:.2} [{:.2}-{:.2}] ({:.2}-{:.2})",
-        at(0.5),
-        at(0.25),
-        at(0.75),
-        v[0],
-        v[v.len() - 1]
-    )
+/// The median, quartiles and range of `v`, as printed.
+fn spread(v: &[f64]) -> String {
+    let [median, q1, q3, min, max] = summary(v);
+    format!("{median:.2} [{q1:.2}-{q3:.2}] ({min:.2}-{max:.2})")
 }
 
 fn median_f(v: impl IntoIterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = v.into_iter().collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+    quantile(&v.into_iter().collect::<Vec<_>>(), 0.5)
 }
 
 fn main() {
@@ -471,7 +439,7 @@ fn main() {
     let only = std::env::var("LARGE_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let rt = runtime();
-    println!("load average at start: {}", load());
+    println!("load average at start: {}", load_average());
     let pairs = rt.block_on(async {
         let relay = EmbeddedRelay::start().await.expect("relay");
         let mut pairs = Vec::new();
@@ -504,7 +472,7 @@ fn main() {
         relay.shutdown().await.expect("relay shutdown");
         done
     });
-    println!("load average at end: {}", load());
+    println!("load average at end: {}", load_average());
     println!(
         "{rounds} rounds; medians over the rounds, the ratio's quartiles and range in brackets and parentheses"
     );
@@ -521,7 +489,7 @@ fn main() {
             median_f(rs.iter().map(|r| r.idle_small.as_secs_f64() * 1e3)),
             idle_large.as_secs_f64() * 1e3,
             median_f(rs.iter().map(|r| r.blocked.as_secs_f64() * 1e3)),
-            spread(rs.iter().map(Round::ratio).collect()),
+            spread(&rs.iter().map(Round::ratio).collect::<Vec<_>>()),
             mb(0),
             mb(1),
             mb(2),
@@ -549,10 +517,10 @@ fn main() {
         };
         let ratio = |i: usize, f: fn(&Phase) -> f64| {
             spread(
-                xs.iter()
+                &xs.iter()
                     .zip(ys)
                     .map(|(a, b)| f(&a.phases[i]) / f(&b.phases[i]))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             )
         };
         println!(

@@ -78,6 +78,7 @@ use tokio::time::{sleep, timeout};
 mod common;
 use common::cpu::{load_average, process_cpu_ns};
 use common::pair::{Kind, Pair, relay_only};
+use common::stats::summary;
 use common::{MESSAGE_BOUND, SINK, STARTUP_BOUND, runtime, tagged};
 
 /// Payload sizes measured: 64 KiB and 1 MiB.
@@ -149,24 +150,6 @@ async fn measure(pair: &mut Pair, msg: &Bytes, n: usize) -> Sample {
         mbs: bytes / elapsed.as_secs_f64() / 1e6,
         cpu_ns_per_byte: cpu_after.saturating_sub(cpu_before) as f64 / bytes,
     }
-}
-
-/// The `q` quantile (0 to 1) of `values`, linearly interpolated between
-/// the two nearest ranks; NaN when `values` is empty.
-fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
-/// Median, first and third quartile, minimum and maximum of `values`.
-fn summary(values: &[f64]) -> [f64; 5] {
-    [0.5, 0.25, 0.75, 0.0, 1.0].map(|q| quantile(values, q))
 }
 
 /// The pairs and, per pair, size and round, what its batch gave.

@@ -5,6 +5,7 @@
 pub mod bare;
 pub mod cpu;
 pub mod pair;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
